@@ -1,0 +1,59 @@
+# tracebox developer tasks. Everything runs from the project's own .venv, which
+# `make venv` creates and (re)installs on its own: a fresh machine needs only python3.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Lint only the folders that exist (some appear later in the project).
+LINT_PATHS := $(wildcard src tests benchmarks examples)
+# apt-get needs root; use sudo when we are not.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: venv demo test bench lint chromium clean
+
+# venv: create .venv if missing and install tracebox editable with the dev and hf
+# extras; re-installs only when pyproject.toml is newer than the stamp file.
+venv: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,hf]'
+	touch $@
+
+# demo: run the end-to-end example.
+demo: venv
+	$(PY) examples/demo.py
+
+# chromium: Debian's Chromium for the Playwright UI tests (installed only if missing;
+# Playwright never downloads a browser here).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then \
+		echo "chromium: /usr/bin/chromium present"; \
+	else \
+		echo "chromium: installing Debian package chromium"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null && \
+		/usr/bin/chromium --version; \
+	fi
+
+# test: the whole pytest suite (starts its own SeaweedFS; needs chromium for UI tests).
+test: venv chromium
+	$(PY) -m pytest -q --durations=10
+
+# bench: speed/memory benchmarks; figures go to benchmarks/results/.
+bench: venv
+	$(PY) benchmarks/run.py
+
+# lint: ruff lint rules and formatting check (no changes made).
+lint: venv
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+
+# clean: remove the venv, caches and build output.
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -name '*.egg-info' -type d -prune -exec rm -rf {} +

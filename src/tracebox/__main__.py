@@ -1,0 +1,5 @@
+"""``python -m tracebox`` runs the CLI."""
+
+from .cli import main
+
+main()

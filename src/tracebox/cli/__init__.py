@@ -1,0 +1,106 @@
+"""The ``tracebox`` command line: a thin face over ``tracebox.project``.
+
+Conventions (docs/cli.md): human output by default, ``--json`` on every command that
+prints data; exit 0 on success, 1 when the operation was refused or failed, 2 on bad
+usage or input; errors are one line on stderr, never a traceback for expected failures.
+Heavy modules are imported inside commands so ``tracebox --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ._common import GROUP_SETTINGS, LazyGroup
+
+COMMANDS = {
+    # name: (module, attribute) — loaded only when the command runs or --help lists it
+    "init": ("init", "init_cmd"),
+    "agents": ("coord", "agents_cmd"),
+    "heartbeat": ("coord", "heartbeat_cmd"),
+    "claim": ("coord", "claim_cmd"),
+    "renew": ("coord", "renew_cmd"),
+    "release": ("coord", "release_cmd"),
+    "complete": ("coord", "complete_cmd"),
+    "reopen": ("coord", "reopen_cmd"),
+    "handoff": ("coord", "handoff_group"),
+    "steps": ("coord", "steps_cmd"),
+    "wait-for": ("coord", "wait_for_cmd"),
+    "memory": ("memory", "memory_group"),
+    "send": ("messages", "send_cmd"),
+    "inbox": ("messages", "inbox_cmd"),
+    "artifact": ("artifacts", "artifact_group"),
+    "log": ("log", "log_cmd"),
+    "replay": ("log", "replay_cmd"),
+    "event": ("log", "event_cmd"),
+    "import": ("migrate", "import_group"),
+}
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings=GROUP_SETTINGS)
+@click.version_option(__version__, prog_name="tracebox")
+@click.option(
+    "--bucket",
+    envvar="TRACEBOX_BUCKET",
+    metavar="URL",
+    help="Bucket URL: ./folder, file:///…, s3://b/prefix, gs://, az://, "
+    "hf://buckets/u/n, memory:// [env TRACEBOX_BUCKET; default from "
+    ".tracebox.toml]",
+)
+@click.option("--project", envvar="TRACEBOX_PROJECT", help="Project name [env TRACEBOX_PROJECT]")
+@click.option(
+    "--agent",
+    envvar="TRACEBOX_AGENT",
+    help="Who is acting [env TRACEBOX_AGENT; default: config, then your username]",
+)
+@click.option("--endpoint", help="S3 endpoint URL (S3-compatible servers) [env AWS_ENDPOINT_URL]")
+@click.option("--region", help="S3 region [env AWS_REGION]")
+@click.option("--profile", help="AWS profile from ~/.aws [env AWS_PROFILE]")
+@click.pass_context
+def cli(ctx, bucket, project, agent, endpoint, region, profile):
+    """tracebox: the flight recorder and black box for coding agents.
+
+    Agents coordinate through a bucket you own (a local folder by default): leased
+    claims with fencing, handoffs, shared memory, messages and artifacts, with every
+    action in an append-only event log that replays as a timeline.
+
+    \b
+    Start:   tracebox init --bucket ./runs --project demo --agent alice
+    Work:    tracebox claim build && tracebox complete build --note "done" --to bob
+    Watch:   tracebox log --follow      tracebox replay --out run.html
+    """
+    ctx.obj = {
+        "bucket": bucket,
+        "project": project,
+        "agent": agent,
+        "endpoint": endpoint,
+        "region": region,
+        "profile": profile,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ..errors import TraceboxError
+
+    try:
+        cli.main(args=argv, prog_name="tracebox", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("tracebox: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except TraceboxError as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        click.echo(f"tracebox: error: {msg}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("tracebox: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(0)

@@ -1,0 +1,94 @@
+"""Shared CLI plumbing: lazy command loading, opening the project, printing results."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+GROUP_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when used."""
+
+    def __init__(self, *a, lazy_commands: dict | None = None, **kw):
+        super().__init__(*a, **kw)
+        self.lazy_commands = lazy_commands or {}
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx, name):
+        if name in self.lazy_commands:
+            mod, attr = self.lazy_commands[name]
+            return getattr(importlib.import_module(f"tracebox.cli.{mod}"), attr)
+        return super().get_command(ctx, name)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def open_project(ctx: click.Context, command: str | None = None):
+    """The project named by global options/env/config; heartbeats on every command."""
+    from ..project import open_project as _open
+
+    o = ctx.find_root().obj or {}
+    p = _open(
+        o.get("bucket"),
+        o.get("project"),
+        o.get("agent"),
+        **{k: o[k] for k in ("endpoint", "region", "profile") if o.get(k)},
+    )
+    from ..coord import agents
+
+    agents.touch_in_background(p.ctx, command or ctx.info_name or "")
+    ctx.call_on_close(lambda: finish(p))
+    return p
+
+
+def finish(p) -> None:
+    p.ctx.flush()
+    for w in p.warnings:
+        click.echo(f"tracebox: warning: {w}", err=True)
+    p.warnings.clear()
+
+
+def emit_json(obj) -> None:
+    import msgspec
+
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode() + "\n")
+
+
+def table(rows: list[dict], cols: list[tuple[str, str]], empty: str = "(none)") -> None:
+    """Print rows as aligned columns; ``cols`` is [(key, header)]."""
+    if not rows:
+        click.echo(empty)
+        return
+    cells = [[_cell(r.get(k)) for k, _ in cols] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h) in enumerate(cols)]
+    click.echo(
+        "  ".join(h.upper().ljust(w) for (_, h), w in zip(cols, widths, strict=True)).rstrip()
+    )
+    for c in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    s = str(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def short_time(ts: str | None) -> str:
+    """``2026-11-22T04:15:00.123456Z`` → ``04:15:00``; full date if not today."""
+    if not ts:
+        return "-"
+    from datetime import UTC, datetime
+
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    return ts[11:19] if ts.startswith(today) else ts[:19].replace("T", " ")

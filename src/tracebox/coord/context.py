@@ -1,0 +1,181 @@
+"""What every coordination operation needs: the store, the project, who is acting, a clock.
+
+Also the shared conventions of the bucket format (docs/format.md): UTC timestamps with
+microseconds, sortable ids, JSON encoding, the size limits, and the rules for names
+(agent ids, step ids, memory keys) that become parts of object keys.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import msgspec
+
+from ..bucket.store import Store
+from ..errors import AlreadyExists, Conflict, FormatError, NotFound, UsageError
+
+FORMAT_VERSION = 1
+MAX_STATE_BYTES = 1 << 20  # state objects we read (claims, memory values, messages)
+MAX_MESSAGE_BYTES = 256 << 10
+MAX_VALUE_BYTES = 1 << 20
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (ValueError, AttributeError, TypeError):
+        raise FormatError(f"invalid timestamp {text!r} in bucket object") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def sortable(dt: datetime) -> str:
+    """Fixed-width, lexicographically time-ordered: ``20261122T041500123456Z``."""
+    return dt.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def new_id(dt: datetime | None = None) -> str:
+    return f"{sortable(dt or now())}-{os.urandom(4).hex()}"
+
+
+def check_name(value: str, what: str) -> str:
+    """Agent ids and step ids become one key segment: a safe, bounded charset."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        shown = value if isinstance(value, str) else type(value).__name__
+        raise UsageError(
+            f"invalid {what} {shown!r}: use 1-128 letters, digits, '.', '_', '@', '+' or '-', "
+            "starting with a letter or digit"
+        )
+    if value.endswith(".json"):
+        raise UsageError(f"invalid {what} {value!r}: may not end in '.json'")
+    return value
+
+
+def encode(obj) -> bytes:
+    return _encoder.encode(obj)
+
+
+def decode(data: bytes, what: str):
+    if len(data) > MAX_STATE_BYTES * 8:
+        raise FormatError(f"{what} is {len(data)} bytes, larger than any tracebox object")
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as e:
+        raise FormatError(f"{what} is not valid JSON ({e}); the bucket object is damaged") from None
+
+
+@dataclass
+class Ctx:
+    """One actor in one project: ``store`` + ``project`` + ``agent`` (+ settings)."""
+
+    store: Store
+    project: str
+    agent: str
+    skew: float = 2.0
+    alive_after: float = 300.0
+    claims_allowed: bool = True
+    claims_refusal: str = ""
+    warnings: list = field(default_factory=list)
+    _bg: list = field(default_factory=list, repr=False)
+
+    def key(self, rel: str) -> str:
+        return f"{self.project}/{rel}"
+
+    def get_json(self, rel: str) -> tuple[dict, str] | None:
+        """(document, etag) or None when absent."""
+        try:
+            blob = self.store.get(self.key(rel))
+        except NotFound:
+            return None
+        doc = decode(blob.data, rel)
+        if not isinstance(doc, dict):
+            raise FormatError(f"{rel} is not a JSON object; the bucket object is damaged")
+        return doc, blob.etag
+
+    def put_json(self, rel: str, doc) -> str:
+        return self.store.put(self.key(rel), encode(doc))
+
+    def create_json(self, rel: str, doc) -> str:
+        return self.store.create(self.key(rel), encode(doc))
+
+    def update_json(self, rel: str, doc, etag: str) -> str:
+        return self.store.update(self.key(rel), encode(doc), etag)
+
+    def background(self, fn, *args) -> None:
+        """Run a best-effort write (heartbeat, event) alongside the main operation."""
+        t = threading.Thread(target=_quiet, args=(fn, *args), daemon=True)
+        t.start()
+        self._bg.append(t)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self._bg:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._bg.clear()
+
+
+def fetch_many(ctx: Ctx, keys: list[str], *, workers: int = 32) -> list[dict | None]:
+    """GET many JSON objects concurrently (full keys); ``None`` where absent or damaged.
+
+    obstore releases the GIL during I/O, so threads overlap the round trips.
+    """
+
+    def one(k: str):
+        try:
+            doc = decode(ctx.store.get(k).data, k)
+        except (NotFound, FormatError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    if len(keys) < 3:
+        return [one(k) for k in keys]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(workers, len(keys))) as pool:
+        return list(pool.map(one, keys))
+
+
+def _quiet(fn, *args):
+    try:
+        fn(*args)
+    except Exception:  # a heartbeat must never fail the command it rides on
+        pass
+
+
+def cas_loop(ctx: Ctx, rel: str, change, *, attempts: int = 50):
+    """Read-modify-write ``rel`` with compare-and-swap until it sticks.
+
+    ``change(doc_or_None)`` returns the new document, or raises to abort (e.g. Refused).
+    Returns ``(old_doc, new_doc)``.
+    """
+    delay = 0.005
+    for _ in range(attempts):
+        cur = ctx.get_json(rel)
+        old = cur[0] if cur else None
+        new = change(old)
+        try:
+            if cur is None:
+                ctx.create_json(rel, new)
+            else:
+                ctx.update_json(rel, new, cur[1])
+            return old, new
+        except (Conflict, AlreadyExists):
+            time.sleep(delay * (0.5 + os.urandom(1)[0] / 255))
+            delay = min(delay * 2, 0.5)
+    raise Conflict(f"{rel} is changing too fast: gave up after {attempts} attempts")

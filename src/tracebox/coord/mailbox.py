@@ -1,0 +1,146 @@
+"""Direct and broadcast messages, and each agent's read cursor.
+
+A message is one immutable object ``messages/<to>/<sortable-ts>-<from>-<rand>.json``
+(``<to>`` is ``_broadcast`` for everyone), so a burst of senders never contends and
+nothing is lost.  The sender, time and id are in the key, so counting and filtering need
+only a listing; bodies are fetched concurrently, and only for messages actually shown.
+
+The reader's cursor, ``cursors/<agent>/inbox.json``, is ``{watermark, acked}``: every
+message stamped at or before ``watermark`` is read, plus the keys in ``acked``.  The
+watermark trails the newest acknowledged message by a grace window, so a message whose
+sender's clock lagged (or whose upload was slow) is still delivered once.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+from ..errors import UsageError
+from . import events
+from .context import MAX_MESSAGE_BYTES, Ctx, cas_loop, check_name, fetch_many, iso, now, sortable
+
+BROADCAST = "_broadcast"
+GRACE = timedelta(minutes=5)
+TS_LEN = len("20261122T041500123456Z")
+
+
+def send(ctx: Ctx, to: str, body: str) -> dict:
+    if to != BROADCAST:
+        check_name(to, "agent id")
+    if not isinstance(body, str):
+        raise UsageError("message body must be text")
+    if len(body.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+        raise UsageError(
+            f"message is larger than {MAX_MESSAGE_BYTES >> 10} KiB; "
+            "upload an artifact and send its name instead"
+        )
+    t = now()
+    rand = os.urandom(4).hex()
+    msg = {
+        "v": 1,
+        "id": f"{sortable(t)}-{rand}",
+        "from": ctx.agent,
+        "to": to,
+        "at": iso(t),
+        "body": body,
+    }
+    ctx.create_json(f"messages/{to}/{sortable(t)}-{ctx.agent}-{rand}.json", msg)
+    events.record(
+        ctx, "message.send", data={"to": to, "message_id": msg["id"], "preview": body[:80]}
+    )
+    return msg
+
+
+def _leaf_ok(leaf: str) -> bool:
+    return leaf.endswith(".json") and len(leaf) > TS_LEN + 2 and leaf[TS_LEN] == "-"
+
+
+def _sender(leaf: str) -> str:
+    return leaf[TS_LEN + 1 : -5].rsplit("-", 1)[0]
+
+
+def _cursor_rel(agent: str) -> str:
+    return f"cursors/{agent}/inbox.json"
+
+
+def _listing(ctx: Ctx, watermark: str | None) -> list[str]:
+    """Message keys (relative ``<to>/<leaf>``) for this agent, oldest first."""
+    out = []
+    for box in (ctx.agent, BROADCAST):
+        base = ctx.key(f"messages/{box}/")
+        after = base + watermark + "~" if watermark else None
+        for m in ctx.store.list(base, start_after=after):
+            leaf = m.key[len(base) :]
+            if "/" in leaf or not _leaf_ok(leaf):
+                continue
+            if box == BROADCAST and _sender(leaf) == ctx.agent:
+                continue
+            out.append(f"{box}/{leaf}")
+    out.sort(key=lambda k: k.split("/", 1)[1])
+    return out
+
+
+def inbox(
+    ctx: Ctx,
+    *,
+    unread: bool = False,
+    ack: bool = False,
+    limit: int | None = None,
+    bodies: bool = True,
+) -> list[dict]:
+    """Messages for this agent (and broadcasts), oldest first."""
+    cur = ctx.get_json(_cursor_rel(ctx.agent))
+    cursor = cur[0] if cur else {}
+    wm = cursor.get("watermark") if isinstance(cursor.get("watermark"), str) else None
+    acked = {a for a in cursor.get("acked") or [] if isinstance(a, str)}
+    keys = _listing(ctx, wm if unread else None)
+    is_read = {
+        k: (wm is not None and k.split("/", 1)[1][:TS_LEN] <= wm) or k in acked for k in keys
+    }
+    if unread:
+        keys = [k for k in keys if not is_read[k]]
+    if limit:
+        keys = keys[:limit]
+    if bodies:
+        docs = fetch_many(ctx, [ctx.key("messages/" + k) for k in keys])
+        out = [{**m, "key": k, "read": is_read[k]} for k, m in zip(keys, docs, strict=True) if m]
+    else:
+        out = [
+            {
+                "key": k,
+                "from": _sender(k.split("/", 1)[1]),
+                "read": is_read[k],
+                "at": k.split("/", 1)[1][:TS_LEN],
+            }
+            for k in keys
+        ]
+    if ack and keys:
+        _ack(ctx, keys)
+        events.record(ctx, "message.ack", data={"count": len(keys)})
+    return out
+
+
+def _ack(ctx: Ctx, keys: list[str]) -> None:
+    def change(doc):
+        doc = dict(doc or {"v": 1, "agent": ctx.agent})
+        wm = doc.get("watermark") if isinstance(doc.get("watermark"), str) else None
+        acked = {a for a in doc.get("acked") or [] if isinstance(a, str)} | set(keys)
+        newest = max(k.split("/", 1)[1][:TS_LEN] for k in acked)
+        # advance the watermark to (newest acked - grace), but never past an unread key
+        horizon = _shift(newest, -GRACE)
+        unread = [k.split("/", 1)[1][:TS_LEN] for k in _listing(ctx, wm) if k not in acked]
+        cand = min([horizon, *[_shift(u, -timedelta(microseconds=1)) for u in unread]])
+        if wm is None or cand > wm:
+            wm = cand
+        doc["watermark"] = wm
+        doc["acked"] = sorted(a for a in acked if a.split("/", 1)[1][:TS_LEN] > wm)
+        doc["updated"] = iso(now())
+        return doc
+
+    cas_loop(ctx, _cursor_rel(ctx.agent), change)
+
+
+def _shift(ts: str, delta: timedelta) -> str:
+    dt = datetime.strptime(ts, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    return sortable(dt + delta)
