@@ -430,3 +430,60 @@ def test_no_secret_in_this_repository_file():
     )
     assert [f.rule for f in s.findings(src)] == []
     assert os.path.basename(__file__) == "test_scrub.py"
+
+
+# -- the compiled-rules cache -------------------------------------------------------------
+
+
+def _cache_files() -> list[Path]:
+    return sorted(Path(os.environ["XDG_CACHE_HOME"], "tracebox", "scrub").glob("*.hsdb"))
+
+
+def test_compiled_rules_are_cached_and_reused(monkeypatch):
+    text = "mail bob@acme-corp.io and key gh" + "p_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+    first = Scrubber(env={}, salt=SALT).scrub_text(text)
+    files = _cache_files()
+    assert len(files) == 1
+    compiled = []
+    real = engine._compile_database
+    monkeypatch.setattr(
+        engine, "_compile_database", lambda *a, **k: compiled.append(1) or real(*a, **k)
+    )
+    assert Scrubber(env={}, salt=SALT).scrub_text(text) == first
+    assert compiled == []  # loaded, not compiled
+    assert "[REDACTED:github]" in first and "bob@" not in first
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_a_damaged_cache_is_rebuilt(damage):
+    text = "token sk" + "_live_" + "Zq8Xw7Vu6Ts5Rq4Po3Nm2Lk1"
+    want = Scrubber(env={}, salt=SALT).scrub_text(text)
+    (f,) = _cache_files()
+    blob = f.read_bytes()
+    bad = {
+        "truncate": blob[: len(blob) // 2],
+        "flip": blob[:-100] + bytes([blob[-100] ^ 0xFF]) + blob[-99:],
+        "garbage": b"not a database",
+    }[damage]
+    f.write_bytes(bad)
+    assert Scrubber(env={}, salt=SALT).scrub_text(text) == want
+    assert f.read_bytes() == blob  # rewritten whole
+
+
+def test_environment_values_never_reach_the_cache():
+    value = "Sup3rS3cretEnvValue-" + "x9Q2w8E7r6T5"
+    s = Scrubber(env={"MY_SERVICE_TOKEN": value}, salt=SALT)
+    assert s.scrub_text(f"echo {value}") == "echo [REDACTED:env]"
+    for f in _cache_files():
+        data = f.read_bytes()
+        assert value.encode() not in data and b"Sup3rS3cret" not in data
+    # a process with other environment values shares the same cached rules
+    Scrubber(env={"OTHER_API_KEY": "another-" + "v4lue-9f8e7d6c"}, salt=SALT)
+    assert len(_cache_files()) == 1
+
+
+def test_an_unwritable_cache_only_costs_the_compile(monkeypatch, tmp_path):
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert Scrubber(env={}, salt=SALT).scrub_text("ip 8.8.4.4").startswith("ip 240.")

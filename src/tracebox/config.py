@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .dirs import user_dir
 from .errors import ConfigError, UsageError
 
 CONFIG_NAME = ".tracebox.toml"
@@ -49,8 +50,7 @@ def find_config(start: str | None = None) -> Path | None:
         p = folder / CONFIG_NAME
         if p.is_file():
             return p
-    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    p = Path(xdg) / "tracebox" / "config.toml"
+    p = Path(user_dir("config", "config.toml"))
     return p if p.is_file() else None
 
 

@@ -8,7 +8,6 @@ Nothing here ever writes a credential anywhere.
 
 from __future__ import annotations
 
-import configparser
 import os
 import re
 from collections.abc import Iterator
@@ -46,6 +45,8 @@ def _aws_profile(name: str | None) -> dict:
         (os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"), name),
     ]
     found = False
+    import configparser
+
     for path, section in files:
         cp = configparser.ConfigParser()
         cp.read(os.path.expanduser(path))

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..dirs import user_dir
 from ..errors import ConfigError, Refused, UsageError
 
 AGENTS = ("claude-code", "codex")
@@ -453,8 +454,7 @@ class HookCall:
 
 
 def log_path() -> str:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(base, "tracebox", "hooks.log")
+    return user_dir("state", "hooks.log")
 
 
 def _str(doc: dict, key: str, limit: int = 4096) -> str | None:

@@ -41,19 +41,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
+from ..dirs import user_dir
 from ..errors import AlreadyExists, FormatError, NotSupported, TraceboxError, UsageError
 from .harnesses import SessionFile
 
 PREFIX = "sessions/"
-PART_BYTES = 4 << 20  # the usual size of one part; a longer single line gets a part of its own
+PART_BYTES = 1 << 20  # the usual size of one part; a longer single line gets a part of its own
 MAX_LINE_BYTES = 64 << 20  # a longer line stops its file's mirror (with a warning)
 ENDED_AFTER = 3600.0  # a file untouched this long has ended: its partial last line goes too
-_UPLOAD_AHEAD = 2  # parts of one file in flight while the next one is read and scrubbed
-_SESSION_WORKERS = 4
-_UPLOAD_WORKERS = 8
+_UPLOAD_AHEAD = 4  # parts of one file in flight while the next one is read and scrubbed
+_SESSION_WORKERS = 4  # sessions mirrored at once
+_STREAM_WORKERS = 4  # files of all those sessions (main + subagents) read and scrubbed at once
+_UPLOAD_WORKERS = 8  # part uploads in flight
 
 _PART = re.compile(r"part-g(\d{4,9})-(\d{12})-(\d{12})-([0-9a-f]{16})\.jsonl")
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
@@ -192,6 +194,7 @@ class StreamResult:
     uploaded: int = 0  # source bytes uploaded by this run
     uploaded_parts: int = 0
     held_back: int = 0  # bytes of an unfinished last line left for a later run
+    redactions: dict[str, int] = field(default_factory=dict)
     warning: str | None = None
 
 
@@ -222,8 +225,7 @@ class SessionResult:
 
 
 def state_dir() -> str:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(base, "tracebox", "mirror")
+    return user_dir("state", "mirror")
 
 
 def _cache_id(bucket: str, project: str, path: str) -> str:
@@ -434,14 +436,16 @@ class Mirror:
         self._warming: threading.Thread | None = None
         self._warm_error: BaseException | None = None
         self._uploads: ThreadPoolExecutor | None = None
+        self._streams: ThreadPoolExecutor | None = None
         self.cache = _Cache(self.store.url, project.name)
         self.host = os.uname().nodename
 
     # -- plumbing ---------------------------------------------------------------------
     def close(self) -> None:
-        if self._uploads is not None:
-            self._uploads.shutdown(wait=True)
-            self._uploads = None
+        for pool in (self._streams, self._uploads):  # streams first: they feed uploads
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._streams = self._uploads = None
 
     def __enter__(self) -> Mirror:
         return self
@@ -454,6 +458,12 @@ class Mirror:
             if self._uploads is None:
                 self._uploads = ThreadPoolExecutor(_UPLOAD_WORKERS, thread_name_prefix="upload")
             return self._uploads
+
+    def _stream_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._streams is None:
+                self._streams = ThreadPoolExecutor(_STREAM_WORKERS, thread_name_prefix="stream")
+            return self._streams
 
     def warm_up(self) -> None:
         """Start building the scrubber in the background (its rule compiler releases the
@@ -476,17 +486,17 @@ class Mirror:
         """``raw`` scrubbed, and the counts of what was redacted in it."""
         if not self.scrub:
             return raw, {}
-        with self._scrub_lock:  # one at a time: the per-call counts are a diff of totals
-            if self._warming is not None:
-                self._warming.join()
-                if self._warm_error is not None:
-                    raise self._warm_error
-            if self._scrubber is None:
-                self._scrubber = make_scrubber(self.p)
-            before = dict(self._scrubber.counts)
-            out = self._scrubber.scrub_bytes(raw)
-            after = dict(self._scrubber.counts)
-        return out, {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+        scrubber = self._scrubber
+        if scrubber is None:
+            with self._scrub_lock:
+                if self._warming is not None:
+                    self._warming.join()
+                    if self._warm_error is not None:
+                        raise self._warm_error
+                if self._scrubber is None:
+                    self._scrubber = make_scrubber(self.p)
+                scrubber = self._scrubber
+        return scrubber.scrub_counted(raw)
 
     def _store_part(self, key: str, data: bytes) -> bool:
         """Create one part; False if an earlier run had already stored it."""
@@ -570,19 +580,16 @@ class Mirror:
                     )
             results: dict[str, StreamResult] = {}
             counts: dict[str, int] = {}
-            for s in streams:
-                if stats[s.name] is None:
-                    continue
-                try:
-                    r = self._mirror_stream(
-                        s, found.get(s.name, []), ended[s.name], cached[s.name], counts
-                    )
-                except OSError as e:
+            live = [s for s in streams if stats[s.name] is not None]
+            for s, r in zip(live, self._each_stream(live, found, ended, cached), strict=True):
+                if isinstance(r, OSError):
                     if s.name == "main":
-                        raise
-                    res.warnings.append(f"{s.name}: not mirrored: {_one_line(e)}")
+                        raise r
+                    res.warnings.append(f"{s.name}: not mirrored: {_one_line(r)}")
                     continue
                 results[s.name] = r
+                for k, v in r.redactions.items():
+                    counts[k] = counts.get(k, 0) + v
                 if r.warning:
                     res.warnings.append(f"{s.name}: {r.warning}")
             main = results["main"]
@@ -619,13 +626,31 @@ class Mirror:
             if lock is not None:
                 os.close(lock)
 
-    def _mirror_stream(
+    def _each_stream(
         self,
-        s: Stream,
-        parts: list[Part],
-        ended: bool,
-        cached: dict | None,
-        counts: dict[str, int],
+        streams: list[Stream],
+        found: dict[str, list[Part]],
+        ended: dict[str, bool],
+        cached: dict[str, dict | None],
+    ) -> list[StreamResult | OSError]:
+        """Mirror the streams of one session, concurrently when there are several (a
+        session's files are independent); an ``OSError`` reading one is returned in its
+        place. Every stream has finished before this returns or raises."""
+
+        def one(s: Stream) -> StreamResult | OSError:
+            try:
+                return self._mirror_stream(s, found.get(s.name, []), ended[s.name], cached[s.name])
+            except OSError as e:
+                return e
+
+        if len(streams) <= 1:
+            return [one(s) for s in streams]
+        futures = [self._stream_pool().submit(one, s) for s in streams]
+        wait(futures)
+        return [f.result() for f in futures]
+
+    def _mirror_stream(
+        self, s: Stream, parts: list[Part], ended: bool, cached: dict | None
     ) -> StreamResult:
         r = StreamResult(s.name)
         fd = os.open(s.path, _O_READ)
@@ -653,7 +678,7 @@ class Mirror:
                 for a, b, raw in _read_parts(fd, start, size, ended, self.part_bytes):
                     data, c = self._scrub(raw)
                     for k, v in c.items():
-                        counts[k] = counts.get(k, 0) + v
+                        r.redactions[k] = r.redactions.get(k, 0) + v
                     part = Part(gen, a, b, _digest(raw))
                     key = self.ctx.key(s.prefix + part.name)
                     pending.append((self._pool().submit(self._store_part, key, data), b - a))
@@ -745,7 +770,7 @@ class Mirror:
             if cur is not None and _meta_current(cur[0], results):
                 return  # the common "nothing new" case writes nothing
         try:
-            cas_loop(self.ctx, rel, change)
+            cas_loop(self.ctx, rel, change, absent=not has_meta)
         except NotSupported:
             cur = self.ctx.get_json(rel)
             self.ctx.put_json(rel, change(cur[0] if cur else None))

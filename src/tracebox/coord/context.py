@@ -212,15 +212,16 @@ def _quiet(fn, *args):
         pass
 
 
-def cas_loop(ctx: Ctx, rel: str, change, *, attempts: int = 50):
+def cas_loop(ctx: Ctx, rel: str, change, *, attempts: int = 50, absent: bool = False):
     """Read-modify-write ``rel`` with compare-and-swap until it sticks.
 
     ``change(doc_or_None)`` returns the new document, or raises to abort (e.g. Refused).
-    Returns ``(old_doc, new_doc)``.
+    Returns ``(old_doc, new_doc)``. ``absent=True`` (the caller just listed and did not
+    see ``rel``) tries a create first, saving the read; a lost race reads and retries.
     """
     delay = 0.005
-    for _ in range(attempts):
-        cur = ctx.get_json(rel)
+    for attempt in range(attempts):
+        cur = None if absent and attempt == 0 else ctx.get_json(rel)
         old = cur[0] if cur else None
         new = change(old)
         try:

@@ -30,6 +30,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ..dirs import user_dir
 from ..errors import UsageError
 
 APPLICATION_ID = 0x54425831  # "TBX1": marks a file as a tracebox index
@@ -122,8 +123,7 @@ def default_path() -> Path:
     explicit = os.environ.get("TRACEBOX_INDEX")
     if explicit:
         return Path(explicit).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return Path(data) / "tracebox" / "index.db"
+    return Path(user_dir("data", "index.db"))
 
 
 def _header(path: Path) -> bytes | None:

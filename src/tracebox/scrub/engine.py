@@ -78,6 +78,7 @@ class Scrubber:
             for r in (*secrets.RULES, *pii.RULES)
             if r.name not in disabled and r.category not in disabled
         ]
+        n_static = len(rules)
         if env is not None and "env" not in disabled:
             rules += secrets.env_rules(env)
         deny = [_compile(p, "deny") for p in _strings(cfg, "deny")]
@@ -86,16 +87,20 @@ class Scrubber:
             Rule(f"deny[{i}]", "custom", detect=b"", pattern=p.pattern, priority=200)
             for i, p in enumerate(deny)
         ]
-        self._patterns = [re.compile(r.pattern) for r in self._rules]
+        # precise patterns are compiled on first use: most rules never fire, and compiling
+        # all of them would cost more than scrubbing a typical transcript
+        self._patterns: list[tuple[re.Pattern[bytes], int | None] | None] = [None] * len(rules)
+        self._patterns += [(p, p.groupindex.get("s")) for p in deny]
         self._deny = list(range(len(rules), len(self._rules)))  # run by Python re only
-        self._has_s = [p.groupindex.get("s") for p in self._patterns]
         self._replacement = [
             b"[REDACTED:" + r.category.encode() + b"]" if r.kind == "secret" else None
             for r in self._rules
         ]
         self._keep = [r.kind == "keep" for r in self._rules]
         self._trim = [r.kind == "secret" for r in self._rules]
-        self._detect = _hyperscan(rules) if backend != "re" and _hs is not None else None
+        self._detect = None
+        if backend != "re" and _hs is not None:
+            self._detect = _hyperscan(rules[:n_static], rules[n_static:])
         if backend == "hyperscan" and self._detect is None:
             raise ConfigError("the hyperscan scrub backend is not available here")
         if self._detect is None:
@@ -109,9 +114,14 @@ class Scrubber:
 
     def scrub_bytes(self, data: bytes) -> bytes:
         """``data`` with every finding replaced; counts are added to ``self.counts``."""
+        return self.scrub_counted(data)[0]
+
+    def scrub_counted(self, data: bytes) -> tuple[bytes, dict[str, int]]:
+        """``data`` scrubbed, and the counts per category of this call alone (also added
+        to ``self.counts``); safe to call from several threads at once."""
         spans = self._spans(data)
         if not spans:
-            return data
+            return data, {}
         out: list[bytes] = []
         pos = 0
         counts: dict[str, int] = {}
@@ -128,7 +138,7 @@ class Scrubber:
         with self._lock:
             for k, v in counts.items():
                 self.counts[k] = self.counts.get(k, 0) + v
-        return b"".join(out)
+        return b"".join(out), counts
 
     def scrub_text(self, text: str) -> str:
         data = text.encode("utf-8", "surrogatepass")
@@ -160,7 +170,7 @@ class Scrubber:
     def _spans(self, data: bytes) -> list[_Span]:
         """The spans to replace, in order of position, none overlapping."""
         cands: list[tuple[int, int, int, int]] = []  # (-priority, -length, start, rule)
-        rules, patterns, has_s, allow = self._rules, self._patterns, self._has_s, self._allow
+        rules, patterns, allow = self._rules, self._patterns, self._allow
         n = len(data)
         for i, start in self._detect(data):
             rule = rules[i]
@@ -173,16 +183,17 @@ class Scrubber:
                     p -= 1
             if p and data[p - 1] == _BACKSLASH:
                 p = _after_escape(data, p)
-            m = patterns[i].match(data, p)
+            pat = patterns[i] or self._compile_pattern(i)
+            m = pat[0].match(data, p)
             if m is None:
                 continue
-            a, b = m.span(has_s[i]) if has_s[i] else m.span()
+            a, b = m.span(pat[1]) if pat[1] else m.span()
             if rule.check is not None and not rule.check(data[a:b]):
                 continue
             cands.append((-rule.priority, a - b, a, i))
         for i in self._deny:
-            g = has_s[i]
-            for m in patterns[i].finditer(data):
+            pat, g = patterns[i]
+            for m in pat.finditer(data):
                 a, b = m.span(g) if g else m.span()
                 cands.append((-rules[i].priority, a - b, a, i))
         if not cands:
@@ -208,6 +219,11 @@ class Scrubber:
                 insort(starts, fa)
                 taken[fa] = (fb, i)
         return [_Span(a, *taken[a]) for a in starts if taken[a][1] != _KEPT]
+
+    def _compile_pattern(self, i: int) -> tuple[re.Pattern[bytes], int | None]:
+        pat = re.compile(self._rules[i].pattern)
+        self._patterns[i] = got = (pat, pat.groupindex.get("s"))
+        return got
 
     def _pseudonym(self, category: str, value: bytes) -> bytes:
         key = (category, value)
@@ -255,31 +271,104 @@ def _touches_kept(starts: list[int], taken: dict[int, tuple[int, int]], a: int, 
 # -- detection backends -------------------------------------------------------------------
 
 
-def _hyperscan(rules: list[Rule]) -> Callable[[bytes], set[tuple[int, int]]] | None:
-    """All detectors in one Hyperscan database (start-of-match reporting)."""
-    db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+def _hyperscan(
+    static: list[Rule], env: list[Rule]
+) -> Callable[[bytes], set[tuple[int, int]]] | None:
+    """All detectors in Hyperscan (start-of-match reporting): the fixed rules in one
+    database loaded from the compile cache when it can be, the environment's values in a
+    small one compiled here and never written anywhere. Rule ids are list positions
+    (static first, then env)."""
     try:
-        db.compile(
-            expressions=[r.detect for r in rules],
-            ids=list(range(len(rules))),
-            elements=len(rules),
-            flags=[_hs.HS_FLAG_SOM_LEFTMOST] * len(rules),
-        )
+        dbs = [_static_database(static)]
+        if env:
+            dbs.append(_compile_database(env, first_id=len(static)))
     except _hs.error:  # pragma: no cover - a CPU or build Hyperscan cannot serve
         return None
     local = threading.local()
 
     def detect(data: bytes) -> set[tuple[int, int]]:
-        scratch = getattr(local, "scratch", None)
-        if scratch is None:
-            scratch = local.scratch = _hs.Scratch(db)
+        scratches = getattr(local, "scratches", None)
+        if scratches is None:
+            scratches = local.scratches = [_hs.Scratch(db) for db in dbs]
         hits: set[tuple[int, int]] = set()
         add = hits.add
         if data:
-            db.scan(data, match_event_handler=lambda i, a, b, f, c: add((i, a)), scratch=scratch)
+            for db, scratch in zip(dbs, scratches, strict=True):
+                db.scan(
+                    data, match_event_handler=lambda i, a, b, f, c: add((i, a)), scratch=scratch
+                )
         return hits
 
     return detect
+
+
+def _compile_database(rules: list[Rule], first_id: int = 0):
+    db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+    db.compile(
+        expressions=[r.detect for r in rules],
+        ids=list(range(first_id, first_id + len(rules))),
+        elements=len(rules),
+        flags=[_hs.HS_FLAG_SOM_LEFTMOST] * len(rules),
+    )
+    return db
+
+
+_CACHE_MAGIC = b"tracebox-hsdb-1\n"
+
+
+def _static_database(rules: list[Rule]):
+    """The compiled database of the fixed rules, from ``<cache dir>/scrub/<key>.hsdb``
+    when a valid one is there (compiling costs ~0.1-0.2 s, loading well under 1 ms).
+
+    The key hashes everything the database depends on: the detect expressions and their
+    order, the flags, the Hyperscan module version and the machine architecture. The
+    file holds a magic line, the SHA-256 of the serialized database, then the database;
+    a file that fails the check, or a database this CPU cannot run, is compiled again
+    and replaced. Only fixed rule text goes in; environment values never do. A cache
+    that cannot be read or written only costs the compile."""
+    import hashlib
+    import platform
+
+    from ..dirs import user_dir
+
+    h = hashlib.sha256(_CACHE_MAGIC)
+    for part in (
+        getattr(_hs, "__version__", "?"),
+        platform.machine(),
+        str(_hs.HS_FLAG_SOM_LEFTMOST),
+    ):
+        h.update(part.encode() + b"\0")
+    for r in rules:
+        h.update(r.detect + b"\0")
+    path = os.path.join(user_dir("cache", "scrub"), f"{h.hexdigest()[:32]}.hsdb")
+    try:
+        with open(path, "rb") as f:
+            blob = f.read(64 << 20)
+        head, digest, body = (
+            blob[: len(_CACHE_MAGIC)],
+            blob[len(_CACHE_MAGIC) : len(_CACHE_MAGIC) + 32],
+            blob[len(_CACHE_MAGIC) + 32 :],
+        )
+        if head == _CACHE_MAGIC and hashlib.sha256(body).digest() == digest:
+            db = _hs.loadb(body, mode=_hs.HS_MODE_BLOCK)
+            _hs.Scratch(db)  # refuses a database built for other CPU features
+            return db
+    except (OSError, _hs.error):
+        pass
+    db = _compile_database(rules)
+    body = _hs.dumpb(db)
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(_CACHE_MAGIC + hashlib.sha256(body).digest() + body)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    return db
 
 
 def _python_detector(rules: list[Rule]) -> Callable[[bytes], set[tuple[int, int]]]:

@@ -24,6 +24,7 @@ import os
 import re
 from pathlib import Path
 
+from ..dirs import user_dir
 from .rules import ESC, Rule, left
 
 # -- rules --------------------------------------------------------------------------------
@@ -180,8 +181,7 @@ SALT_BYTES = 32
 
 
 def salt_path() -> Path:
-    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return Path(data) / "tracebox" / "scrub-salt"
+    return Path(user_dir("data", "scrub-salt"))
 
 
 def load_salt(path: Path | None = None) -> bytes:

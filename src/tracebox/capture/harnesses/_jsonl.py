@@ -85,6 +85,9 @@ def _records(f, max_line: int) -> Iterator[Line]:
         except _DecodeError as e:
             if not line.strip():
                 continue
+            if not line.isascii() and not valid_utf8(line):
+                yield _repaired(no, start, line)  # msgspec ≥ 0.20 says DecodeError here
+                continue
             terminated = line[-1:] == b"\n"
             msg = str(e) if terminated else f"truncated last line ({e})"
             yield Line(no, start, None, msg, line[:RAW_KEEP])
@@ -99,6 +102,14 @@ def _records(f, max_line: int) -> Iterator[Line]:
             yield Line(no, start, data, None, b"")
         else:
             yield Line(no, start, None, "not a JSON object", line[:RAW_KEEP])
+
+
+def valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _repaired(no: int, start: int, line: bytes) -> Line:

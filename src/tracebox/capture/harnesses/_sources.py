@@ -20,15 +20,18 @@ import base64
 import binascii
 import hashlib
 import os
-import sqlite3
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ...trace.model import Attachment
 from . import SessionFile
+from ._jsonl import valid_utf8
+
+if TYPE_CHECKING:  # sqlite3 is imported where a database is opened, not to locate files
+    import sqlite3
 
 MAX_JSON = 256 * 1024 * 1024  # whole-file JSON documents larger than this are not decoded
 REF_SEP = "#"
@@ -131,13 +134,14 @@ def load_json(path: str, limit: int = MAX_JSON) -> tuple[Any, str | None]:
         data = data[3:]
     try:
         return msgspec.json.decode(data), None
-    except UnicodeDecodeError:
-        try:
-            return msgspec.json.decode(data.decode("utf-8", "replace")), None
-        except msgspec.DecodeError as e:
-            return None, f"invalid UTF-8 and {e}"
+    except (UnicodeDecodeError, msgspec.DecodeError) as e:
+        # msgspec < 0.20 raises UnicodeDecodeError for bad UTF-8, later ones DecodeError
+        if not isinstance(e, UnicodeDecodeError) and (data.isascii() or valid_utf8(data)):
+            return None, str(e)
+    try:
+        return msgspec.json.decode(data.decode("utf-8", "replace")), None
     except msgspec.DecodeError as e:
-        return None, str(e)
+        return None, f"invalid UTF-8 and {e}"
 
 
 def iso(value: Any) -> str | None:
@@ -181,6 +185,8 @@ def connect_ro(db: str) -> sqlite3.Connection:
 
     Falls back to ``immutable=1`` when the WAL cannot be read without write access.
     """
+    import sqlite3
+
     uri = "file:" + _quote(os.path.abspath(db))
     last: sqlite3.Error | None = None
     for mode in ("?mode=ro", "?mode=ro&immutable=1"):
@@ -196,6 +202,8 @@ def connect_ro(db: str) -> sqlite3.Connection:
 
 def columns(conn: sqlite3.Connection, table: str) -> set[str]:
     """The column names of ``table`` (empty when it does not exist)."""
+    import sqlite3
+
     try:
         return {r["name"] for r in conn.execute(f"PRAGMA table_info({_ident(table)})")}
     except sqlite3.Error:

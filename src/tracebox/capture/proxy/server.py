@@ -22,6 +22,7 @@ from typing import Any
 
 import uvicorn
 
+from ...dirs import user_dir
 from ...errors import TraceboxError
 from .app import ProxyApp
 
@@ -29,8 +30,7 @@ DEFAULT_PORT = 8787
 
 
 def state_file() -> str:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(base, "tracebox", "proxy.json")
+    return user_dir("state", "proxy.json")
 
 
 def bind(host: str, port: int) -> socket.socket:

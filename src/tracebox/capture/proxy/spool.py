@@ -56,6 +56,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Literal
 
+from ...dirs import user_dir
 from ...errors import BucketError, Refused, UsageError
 from .exchange import Exchange, from_bytes, to_bytes
 
@@ -73,11 +74,10 @@ Fsync = Literal["always", "interval", "never"]
 
 def default_root(project=None) -> str:
     """``$XDG_STATE_HOME/tracebox/proxy-spool/<16 hex of bucket URL + project>``."""
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     name = "local"
     if project is not None:
         name = hashlib.sha256(f"{project.store.url}\0{project.name}".encode()).hexdigest()[:16]
-    return os.path.join(base, "tracebox", "proxy-spool", name)
+    return user_dir("state", "proxy-spool", name)
 
 
 def _seg_name(seq: int) -> str:
