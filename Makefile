@@ -10,7 +10,7 @@ LINT_PATHS := $(wildcard src tests benchmarks examples)
 # apt-get needs root; use sudo when we are not.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv demo test bench lint schema chromium clean
+.PHONY: venv demo test bench lint schema chromium wrk clean
 
 # venv: create .venv if missing and install tracebox editable with the dev and hf
 # extras; re-installs only when pyproject.toml is newer than the stamp file.
@@ -43,8 +43,15 @@ chromium:
 test: venv chromium
 	$(PY) -m pytest -q --durations=10
 
+# wrk: the HTTP load generator the proxy benchmark drives (Debian package, if missing).
+wrk:
+	@command -v wrk >/dev/null || { \
+		echo "wrk: installing Debian package wrk"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+
 # bench: speed/memory benchmarks; figures go to benchmarks/results/.
-bench: venv
+bench: venv wrk
 	$(PY) benchmarks/run.py
 
 # lint: ruff lint rules and formatting check (no changes made).

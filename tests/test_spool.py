@@ -17,6 +17,12 @@ from tracebox.project import init_project, open_project
 PROJECT = "demo"
 
 
+@pytest.fixture(params=["thread", "process"])
+def ship(request) -> str:
+    """Where the shipper runs: a thread of the writer, or a child process of its own."""
+    return request.param
+
+
 @pytest.fixture
 def project(bucket_url):
     init_project(bucket_url, PROJECT, "alice")
@@ -63,10 +69,10 @@ def _segments(root) -> list[str]:
     return sorted(n for n in os.listdir(root) if n.endswith(".seg"))
 
 
-def test_append_ship_cursor_and_rotation(project, tmp_path):
+def test_append_ship_cursor_and_rotation(project, tmp_path, ship):
     root = tmp_path / "spool"
     xs = [_x(i, size=3000) for i in range(60)]
-    with Spool(root=str(root), project=project, segment_bytes=20_000) as sp:
+    with Spool(root=str(root), project=project, segment_bytes=20_000, ship=ship) as sp:
         for x in xs:
             sp.submit(x)
         assert sp.drain(60), sp.status()
@@ -102,7 +108,7 @@ def test_records_are_framed_with_length_and_crc(tmp_path):
     assert got == xs
 
 
-def test_unshipped_records_replay_on_next_start(project, tmp_path):
+def test_unshipped_records_replay_on_next_start(project, tmp_path, ship):
     root = tmp_path / "spool"
     xs = [_x(i) for i in range(25)]
     with Spool(root=str(root), ship=False) as sp:
@@ -110,17 +116,17 @@ def test_unshipped_records_replay_on_next_start(project, tmp_path):
             sp.submit(x)
         assert sp.status()["depth_records"] == 25
     assert _call_ids(project) == []
-    with Spool(root=str(root), project=project) as sp:
+    with Spool(root=str(root), project=project, ship=ship) as sp:
         assert sp.drain(60), sp.status()
     assert sorted(_call_ids(project)) == sorted(x.id for x in xs)
     # and a third start ships nothing again
-    with Spool(root=str(root), project=project) as sp:
+    with Spool(root=str(root), project=project, ship=ship) as sp:
         assert sp.status()["depth_records"] == 0
         assert sp.drain(5)
     assert len(_call_ids(project)) == 25
 
 
-def test_torn_last_record_is_ignored(project, tmp_path):
+def test_torn_last_record_is_ignored(project, tmp_path, ship):
     root = tmp_path / "spool"
     xs = [_x(i) for i in range(5)]
     with Spool(root=str(root), ship=False) as sp:
@@ -131,7 +137,7 @@ def test_torn_last_record_is_ignored(project, tmp_path):
     data = path.read_bytes()
     last = len(spool_mod.encode_record(xs[-1]))
     path.write_bytes(data[: len(data) - last // 2])  # a machine crash mid-write
-    with Spool(root=str(root), project=project) as sp:
+    with Spool(root=str(root), project=project, ship=ship) as sp:
         assert sp.status()["depth_records"] == 4
         assert sp.drain(60), sp.status()
         assert sp.status()["rejected"] == 0
@@ -144,17 +150,17 @@ def test_torn_last_record_is_ignored(project, tmp_path):
     b = bytearray(p.read_bytes())
     b[-3] ^= 0xFF
     p.write_bytes(bytes(b))
-    with Spool(root=str(root), project=project) as sp:
+    with Spool(root=str(root), project=project, ship=ship) as sp:
         assert sp.drain(30)
     assert len(_call_ids(project)) == 4
 
 
-def test_bucket_down_then_up(tmp_path):
+def test_bucket_down_then_up(tmp_path, ship):
     bucket = tmp_path / "bucket"
     init_project(str(bucket), PROJECT, "alice")
     project = open_project(str(bucket), PROJECT, "alice")
     away = tmp_path / "away"
-    with Spool(root=str(tmp_path / "spool"), project=project) as sp:
+    with Spool(root=str(tmp_path / "spool"), project=project, ship=ship) as sp:
         os.rename(bucket, away)  # the bucket is gone, a file in its place: writes fail
         bucket.write_bytes(b"")
         xs = [_x(i) for i in range(10)]
@@ -178,7 +184,7 @@ def test_one_process_per_spool(tmp_path):
             Spool(root=str(tmp_path / "s"), ship=False)
 
 
-def test_hostile_exchange_is_rejected_not_blocking(project, tmp_path):
+def test_hostile_exchange_is_rejected_not_blocking(project, tmp_path, ship):
     bad = Exchange(
         id="../../x",
         provider="gemini",
@@ -191,7 +197,7 @@ def test_hostile_exchange_is_rejected_not_blocking(project, tmp_path):
         response_body=b"[1, 2, {" * 1000,
     )
     xs = [bad, _x(1)]
-    with Spool(root=str(tmp_path / "spool"), project=project) as sp:
+    with Spool(root=str(tmp_path / "spool"), project=project, ship=ship) as sp:
         for x in xs:
             sp.submit(x)
         assert sp.drain(30), sp.status()

@@ -25,9 +25,11 @@ from tracebox.capture.proxy.spool import Spool
 from tracebox.coord.context import iso, new_id, now
 from tracebox.project import open_project
 
-bucket, root, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+bucket, root, mode, ship = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[5]
 project = open_project(bucket, "demo", "alice")
-sp = Spool(root=root, project=project, segment_bytes=64_000)
+sp = Spool(root=root, project=project, segment_bytes=64_000, ship=ship)
+if sp.status()["shipper"].get("pid"):
+    print("shipper", sp.status()["shipper"]["pid"], flush=True)
 if mode == "drain":
     ok = sp.drain(120)
     print(json.dumps(sp.status()), flush=True)
@@ -46,17 +48,23 @@ while i < limit:
     sp.submit(x)
     print(x.id, flush=True)  # acknowledged
     i += 1
+if mode == "burst-drain":  # a shipper process that dies is restarted: all of it ships
+    ok = sp.drain(120)
+    print(json.dumps(sp.status()), flush=True)
+    sp.close()
+    sys.exit(0 if ok else 1)
 import time
 time.sleep(600)  # wait for the kill (or the shipper's fault-injected exit)
 """
 
 
-@pytest.fixture
-def setup(bucket_url, tmp_path):
+@pytest.fixture(params=["thread", "process"])
+def setup(bucket_url, tmp_path, request):
+    """(bucket URL, spool folder, writer script, where the shipper runs)."""
     init_project(bucket_url, PROJECT, "alice")
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    return bucket_url, str(tmp_path / "spool"), str(script)
+    return bucket_url, str(tmp_path / "spool"), str(script), request.param
 
 
 def _bucket_ids(bucket_url) -> tuple[list[str], list[str]]:
@@ -69,49 +77,63 @@ def _bucket_ids(bucket_url) -> tuple[list[str], list[str]]:
 
 
 def _burst(
-    setup, acks: int, limit: int, env: dict | None = None, kill: bool = True
-) -> tuple[list[str], int]:
+    setup, acks: int, limit: int, env: dict | None = None, kill: bool = True, mode="burst"
+) -> tuple[list[str], int, list[str]]:
     """Run the writer (``limit`` records at most) until ``acks`` are acknowledged, then
-    SIGKILL it (``kill``) or wait for it to die on its own."""
-    bucket_url, root, script = setup
+    SIGKILL it (``kill``) or wait for it to end on its own. Returns the acknowledged ids,
+    the exit code and the other lines it printed."""
+    bucket_url, root, script, ship = setup
     proc = subprocess.Popen(
-        [sys.executable, script, bucket_url, root, "burst", str(limit)],
+        [sys.executable, script, bucket_url, root, mode, str(limit), ship],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         env={**os.environ, **(env or {})},
     )
-    acked: list[str] = []
+    lines: list[str] = []
     deadline = time.monotonic() + 60
     try:
-        while len(acked) < acks and time.monotonic() < deadline:
+        while sum(_is_id(x) for x in lines) < acks and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 break
-            acked.append(line.strip())
+            lines.append(line.strip())
         if kill and proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         # lines already printed before the kill are acknowledged too
         rest = proc.stdout.read()  # (not communicate(): it skips what readline buffered)
-        proc.wait(timeout=60)
-        acked += [line.strip() for line in rest.splitlines() if line.strip()]
+        proc.wait(timeout=150)
+        lines += [line.strip() for line in rest.splitlines() if line.strip()]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return acked, proc.returncode
+    return [x for x in lines if _is_id(x)], proc.returncode, [x for x in lines if not _is_id(x)]
+
+
+def _is_id(line: str) -> bool:
+    return not line.startswith(("shipper ", "{"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for init is gone too
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _replay(setup) -> dict:
-    bucket_url, root, script = setup
+    bucket_url, root, script, ship = setup
     out = subprocess.run(
-        [sys.executable, script, bucket_url, root, "drain", "0"],
+        [sys.executable, script, bucket_url, root, "drain", "0", ship],
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    return json.loads(out.stdout.splitlines()[-1])
 
 
 def _assert_exactly_once(bucket_url, acked: list[str]) -> None:
@@ -125,8 +147,14 @@ def _assert_exactly_once(bucket_url, acked: list[str]) -> None:
 
 
 def test_sigkill_mid_burst_then_replay(setup):
-    acked, rc = _burst(setup, acks=300, limit=100_000)
+    acked, rc, other = _burst(setup, acks=300, limit=100_000)
     assert rc == -signal.SIGKILL and len(acked) >= 300
+    if setup[3] == "process":  # the shipper process sees the proxy go and ends too
+        pid = int(other[0].split()[1])
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(pid)
     status = _replay(setup)
     assert status["depth_records"] == 0 and status["rejected"] == 0
     _assert_exactly_once(setup[0], acked)
@@ -135,9 +163,17 @@ def test_sigkill_mid_burst_then_replay(setup):
 def test_killed_between_bucket_write_and_cursor_then_replay(setup):
     """The shipper dies after its 2nd batch reached the bucket, before the cursor moved:
     the replay re-ships that batch and must not duplicate anything."""
-    acked, rc = _burst(
-        setup, acks=400, limit=400, env={"TRACEBOX_TEST_SPOOL_DIE_AFTER_BATCHES": "2"}, kill=False
-    )
+    env = {"TRACEBOX_TEST_SPOOL_DIE_AFTER_BATCHES": "2"}
+    if setup[3] == "process":
+        # the shipper process dies, the proxy restarts it; the new one re-ships the batch
+        acked, rc, other = _burst(
+            setup, acks=400, limit=400, env=env, kill=False, mode="burst-drain"
+        )
+        status = json.loads(other[-1])
+        assert rc == 0 and status["depth_records"] == 0 and status["shipper"]["restarts"] >= 1
+        _assert_exactly_once(setup[0], acked)
+        return
+    acked, rc, _ = _burst(setup, acks=400, limit=400, env=env, kill=False)
     assert rc == 137 and acked
     calls_before, _ = _bucket_ids(setup[0])
     assert calls_before  # something was shipped before the crash

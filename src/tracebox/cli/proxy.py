@@ -82,7 +82,7 @@ def _sink(ctx):
     except ConfigError:
         spool = Spool()
         return spool, f"no bucket configured: captures stay in {spool.root}"
-    spool = Spool(project=project)
+    spool = Spool(project=project, ship="process")  # shipping never slows the request path
     return spool, f"spool {spool.root} → {project.store.url}"
 
 
@@ -124,7 +124,7 @@ def proxy_status(url, as_json):
         f"in flight {doc.get('in_flight')}  calls {doc.get('exchanges')}"
     )
     sink = doc.get("sink") or {}
-    click.echo("sink: " + ", ".join(f"{k} {v}" for k, v in sink.items() if v is not None))
+    click.echo("sink: " + ", ".join(_pair(k, v) for k, v in sink.items() if v is not None))
     feed = doc.get("feed") or {}
     click.echo("feed: " + ", ".join(f"{k} {v}" for k, v in feed.items()))
     rows = [
@@ -140,6 +140,12 @@ def proxy_status(url, as_json):
     ]
     cols = [("name", "upstream"), ("url", "url"), ("calls", "calls"), ("errors", "errors")]
     table(rows, cols + [("last_ok", "last ok"), ("last_error", "last error")])
+
+
+def _pair(key: str, value) -> str:
+    if isinstance(value, dict):
+        return f"{key} " + " ".join(f"{k}={v}" for k, v in value.items() if v is not None)
+    return f"{key} {value}"
 
 
 @click.command("tail")

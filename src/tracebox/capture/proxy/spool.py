@@ -1,20 +1,23 @@
-"""The durable local spool between the proxy and the bucket, and its background shipper.
+"""The durable local spool between the proxy and the bucket.
 
 ``Spool.submit(x)`` (the proxy's ``Sink``) appends one ``Exchange`` to a local append-only
-segment file and returns; it never waits on the bucket. A shipper thread reads the
-segments in order, hands batches to ``CallStore`` (``store.py``), which writes message
-nodes, call records and session markers to the bucket, and only then advances a durable
-cursor. docs/proxy-format.md documents the layout and the guarantees; in short:
+segment file and returns; it never waits on the bucket. A shipper (``shipper.py``: a
+thread of this process, or a child process of its own) reads the segments in order,
+hands batches to ``CallStore`` (``store.py``), which writes message nodes, call records
+and session markers to the bucket, and only then advances a durable cursor.
+docs/proxy-format.md documents the layout and the guarantees; in short:
 
 Files under ``root`` (default ``$XDG_STATE_HOME/tracebox/proxy-spool/<bucket+project>``)::
 
-    lock                   flock held by the one process using this spool
+    lock                   flock held by the one process writing this spool
     <seq, 16 digits>.seg   segments: magic ``TBSPOOL1``, then records
     cursor.json            {"segment", "offset", "shipped"}: everything before is shipped
+    ship.lock, shipper.json, shipper.log   the shipper's (see shipper.py)
 
 A **record** is ``u32 length, u32 crc32(payload)`` (big endian) then the payload, the
 msgpack encoding of the Exchange (``exchange.to_bytes``). Each record is one ``write(2)``
-of a file opened ``O_APPEND``.
+of a file opened ``O_APPEND``; a reader never sees a byte the writer has not written, so
+a record cut by the file's current end is simply not complete yet.
 
 **Durability.** Once ``submit`` returns, the record is in the kernel: a crash or
 ``kill -9`` of the proxy loses nothing acknowledged. Only a machine crash (power loss,
@@ -37,10 +40,6 @@ passed its end.
 30 s); meanwhile the spool grows on disk and drains when the bucket is back. A record
 the store cannot turn into objects at all (a bug, or a hostile body that breaks a
 parser) is skipped and counted in ``status()["rejected"]`` rather than blocking the spool.
-
-``TRACEBOX_TEST_SPOOL_DIE_AFTER_BATCHES=n`` makes the process ``os._exit(137)`` right
-after its n-th batch reached the bucket and before the cursor moves: a fault-injection
-hook for the crash tests.
 """
 
 from __future__ import annotations
@@ -57,19 +56,19 @@ from collections.abc import Iterator
 from typing import Literal
 
 from ...dirs import user_dir
-from ...errors import BucketError, Refused, UsageError
+from ...errors import Refused, UsageError
 from .exchange import Exchange, from_bytes, to_bytes
 
 MAGIC = b"TBSPOOL1"
 HEADER = struct.Struct(">II")  # payload length, crc32 of payload
 MAX_RECORD_BYTES = 256 << 20  # bodies beyond this are cut before spooling
 SEGMENT_BYTES = 16 << 20  # a segment is closed once it grows past this
-BATCH_RECORDS = 64  # records shipped per batch (one cursor write each)
-BATCH_BYTES = 32 << 20
-_BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 30.0
+CURSOR, SHIPPER = "cursor.json", "shipper.json"
+_RESPAWN_AFTER_S = 1.0  # a shipper process that died is started again after this
 _O_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
 Fsync = Literal["always", "interval", "never"]
+ShipMode = Literal["thread", "process"]
 
 
 def default_root(project=None) -> str:
@@ -84,7 +83,11 @@ def _seg_name(seq: int) -> str:
     return f"{seq:016d}.seg"
 
 
-def _segments(root: str) -> list[int]:
+def segment_path(root: str, seq: int) -> str:
+    return os.path.join(root, _seg_name(seq))
+
+
+def segments(root: str) -> list[int]:
     out = []
     for name in os.listdir(root):
         if name.endswith(".seg") and len(name) == 20 and name[:16].isdigit():
@@ -98,6 +101,41 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_json(path: str, doc: dict, *, fsync: bool) -> None:
+    """Replace ``path`` atomically (write a temp file, rename; with ``fsync`` both durable)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(json.dumps(doc).encode())
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+    if fsync:
+        _fsync_dir(os.path.dirname(path))
+
+
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read(4096))
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def load_cursor(root: str) -> dict:
+    """The shipped-up-to position; a missing or damaged cursor starts over (re-shipping
+    is idempotent)."""
+    doc = read_json(os.path.join(root, CURSOR)) or {}
+    try:
+        seg, off, shipped = int(doc["segment"]), int(doc["offset"]), int(doc["shipped"])
+        if seg >= 0 and off >= 0 and shipped >= 0:
+            return {"segment": seg, "offset": off, "shipped": shipped}
+    except (KeyError, TypeError, ValueError):
+        pass
+    return {"segment": 0, "offset": 0, "shipped": 0}
 
 
 def encode_record(x: Exchange) -> bytes:
@@ -138,7 +176,12 @@ def read_records(path: str, offset: int, end: int | None = None) -> Iterator[tup
 
 
 class Spool:
-    """The proxy's sink: local append, background shipping (``store=None``: no shipping)."""
+    """The proxy's sink: local append, with a shipper to the bucket.
+
+    ``ship``: ``"thread"`` (or ``True``, the default) ships from a thread of this process
+    through ``store`` (default ``CallStore(project)``); ``"process"`` from a child process
+    of its own (``shipper.py``), restarted if it dies; ``False`` appends only. Without a
+    ``project`` (and no ``store``) nothing ships."""
 
     def __init__(
         self,
@@ -149,10 +192,17 @@ class Spool:
         fsync: Fsync = "interval",
         fsync_ms: float = 200.0,
         segment_bytes: int = SEGMENT_BYTES,
-        ship: bool = True,
+        ship: bool | ShipMode = True,
     ) -> None:
         if fsync not in ("always", "interval", "never"):
             raise UsageError(f"unknown spool fsync policy {fsync!r}: always, interval or never")
+        mode = "thread" if ship is True else ship or None
+        if mode not in (None, "thread", "process"):
+            raise UsageError(f"unknown spool ship mode {ship!r}: thread, process or False")
+        if mode == "process" and store is not None:
+            raise UsageError("a store object ships from a thread, not a process")
+        if mode is not None and store is None and project is None:
+            mode = None
         self.root = root or default_root(project)
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self._lock_fd = os.open(os.path.join(self.root, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -161,42 +211,47 @@ class Spool:
         except BlockingIOError:
             os.close(self._lock_fd)
             raise Refused(f"the spool {self.root} is in use by another tracebox process") from None
-        if store is None and project is not None and ship:
-            from .store import CallStore
-
-            store = CallStore(project)
-        self.store = store if ship else None
+        self.project, self.ship_mode = project, mode
         self.fsync, self.fsync_ms, self.segment_bytes = fsync, fsync_ms, segment_bytes
-        self._die_after = int(os.environ.get("TRACEBOX_TEST_SPOOL_DIE_AFTER_BATCHES") or 0)
-        self._batches = 0
         self._mu = threading.Lock()  # guards the writer and the counters
-        self._wake = threading.Condition(self._mu)
         self._closed = False
         self._stop = threading.Event()
         self._dirty = False
-        self._cursor = self._load_cursor()
-        existing = _segments(self.root)
+        try:  # errors reported by an earlier run's shipper are history now
+            os.remove(os.path.join(self.root, SHIPPER))
+        except FileNotFoundError:
+            pass
+        self._cursor0 = load_cursor(self.root)
+        existing = segments(self.root)
         self._seq = (existing[-1] + 1) if existing else 1
+        self._backlog0 = self._count_backlog()
         self._fd = -1
         self._end = 0
         self._open_segment()
         self._appended = 0
-        self._pending_records, self._pending_bytes = self._count_backlog()
-        self._oldest: str | None = None
-        self._last_error: str | None = None
-        self._last_error_at: str | None = None
-        self._rejected = 0
-        self._shipped_run = 0
-        self._threads: list[threading.Thread] = []
-        if self.store is not None:
-            self._start(self._ship_loop, "spool-shipper")
-        if fsync == "interval":
-            self._start(self._fsync_loop, "spool-fsync")
+        self._poke = lambda: None
+        self._thread: threading.Thread | None = None
+        self._stop_shipper = None
+        self._child = None
+        self._child_fd = -1
+        self._restarts = 0
+        self._died_at = 0.0
+        if mode == "thread":
+            from . import shipper
+
+            if store is None:
+                from .store import CallStore
+
+                store = CallStore(project)
+            self._thread, self._poke, self._stop_shipper = shipper.start_thread(self.root, store)
+        elif mode == "process":
+            self._spawn()
+        self._housekeeper = threading.Thread(target=self._housekeep, name="spool", daemon=True)
+        self._housekeeper.start()
 
     # -- writing --------------------------------------------------------------------------
     def _open_segment(self) -> None:
-        path = os.path.join(self.root, _seg_name(self._seq))
-        fd = os.open(path, _O_APPEND, 0o600)
+        fd = os.open(segment_path(self.root, self._seq), _O_APPEND, 0o600)
         os.write(fd, MAGIC)
         if self.fsync != "never":
             os.fsync(fd)
@@ -219,223 +274,152 @@ class Spool:
                 n += os.write(self._fd, record[n:])
             self._end += len(record)
             self._appended += 1
-            self._pending_records += 1
-            self._pending_bytes += len(record)
-            if self._oldest is None:
-                self._oldest = exchange.started
             if self.fsync == "always":
                 os.fsync(self._fd)
             else:
                 self._dirty = True
-            self._wake.notify_all()
+        self._poke()
 
-    def _fsync_loop(self) -> None:
-        while not self._stop.wait(self.fsync_ms / 1000):
+    def _count_backlog(self) -> int:
+        """Records not yet shipped when this spool opened (a scan of older segments)."""
+        n = 0
+        for seq in segments(self.root):
+            if seq >= self._cursor0["segment"] and seq < self._seq:
+                start = self._cursor0["offset"] if seq == self._cursor0["segment"] else 0
+                n += sum(1 for _ in read_records(segment_path(self.root, seq), start))
+        return n
+
+    # -- the shipper ----------------------------------------------------------------------
+    def _spawn(self) -> None:
+        from . import shipper
+
+        self._child, self._child_fd = shipper.spawn(self.root, self.project)
+
+        def poke() -> None:
+            try:
+                os.write(self._child_fd, b".")
+            except (BlockingIOError, BrokenPipeError, OSError):
+                pass  # a full pipe already says "wake up"; a dead child is restarted
+
+        self._poke = poke
+
+    def _housekeep(self) -> None:
+        """fsync on the interval policy; restart a shipper process that died."""
+        period = self.fsync_ms / 1000 if self.fsync == "interval" else 0.2
+        while not self._stop.wait(period):
             with self._mu:
                 fd, dirty, self._dirty = self._fd, self._dirty, False
-            if dirty:
+            if dirty and self.fsync == "interval":
                 try:
                     os.fsync(fd)
                 except OSError:  # closed by a rotation meanwhile: its successor is synced next
                     pass
+            child = self._child
+            if child is not None and child.poll() is not None and not self._closed:
+                now = time.monotonic()
+                if not self._died_at:
+                    self._died_at = now
+                elif now - self._died_at >= _RESPAWN_AFTER_S:
+                    self._close_child_pipe()
+                    self._restarts += 1
+                    self._died_at = 0.0
+                    self._spawn()
 
-    # -- cursor ---------------------------------------------------------------------------
-    def _load_cursor(self) -> dict:
-        try:
-            with open(os.path.join(self.root, "cursor.json"), "rb") as f:
-                doc = json.loads(f.read(4096))
-            seg, off, shipped = int(doc["segment"]), int(doc["offset"]), int(doc["shipped"])
-            if seg < 0 or off < 0 or shipped < 0:
-                raise ValueError
-            return {"segment": seg, "offset": off, "shipped": shipped}
-        except FileNotFoundError:
-            return {"segment": 0, "offset": 0, "shipped": 0}
-        except (ValueError, KeyError, TypeError, OSError):
-            # a damaged cursor: start over; re-shipping is idempotent
-            return {"segment": 0, "offset": 0, "shipped": 0}
-
-    def _save_cursor(self, seg: int, off: int, shipped: int) -> None:
-        path = os.path.join(self.root, "cursor.json")
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(json.dumps({"segment": seg, "offset": off, "shipped": shipped}).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.root)
-        self._cursor = {"segment": seg, "offset": off, "shipped": shipped}
-
-    def _count_backlog(self) -> tuple[int, int]:
-        """Records and bytes not yet shipped (a scan of older segments, at start)."""
-        records = size = 0
-        for seq in _segments(self.root):
-            if seq < self._cursor["segment"] or seq == self._seq:
-                continue
-            start = self._cursor["offset"] if seq == self._cursor["segment"] else 0
-            path = os.path.join(self.root, _seg_name(seq))
-            prev = max(start, len(MAGIC))
-            for off, _ in read_records(path, start):
-                records += 1
-                size += off - prev
-                prev = off
-        return records, size
-
-    # -- shipping -------------------------------------------------------------------------
-    def _start(self, target, name: str) -> None:
-        t = threading.Thread(target=target, name=name, daemon=True)
-        self._threads.append(t)
-        t.start()
-
-    def _next_batch(self) -> tuple[list[bytes], int, int]:
-        """The next records to ship and the cursor position after them (segments the
-        cursor has passed are deleted on the way)."""
-        while True:
-            with self._mu:
-                active, active_end = self._seq, self._end
-            seg, off = self._cursor["segment"], self._cursor["offset"]
-            segs = [s for s in _segments(self.root) if s >= seg]
-            if not segs:
-                return [], seg, off
-            if segs[0] != seg:  # the cursor's segment is gone (or new): start the next one
-                seg, off = segs[0], 0
-            path = os.path.join(self.root, _seg_name(seg))
-            payloads: list[bytes] = []
-            size = 0
-            end = active_end if seg == active else None
-            for off_after, payload in read_records(path, off, end):
-                payloads.append(payload)
-                off = off_after
-                size += len(payload)
-                if len(payloads) >= BATCH_RECORDS or size >= BATCH_BYTES:
-                    break
-            if payloads or seg == active:
-                return payloads, seg, off
-            # an older segment is exhausted (or its tail is torn): drop it, move on
-            self._save_cursor(seg + 1, 0, self._cursor["shipped"])
+    def _close_child_pipe(self) -> None:
+        if self._child is not None and self._child.stdin is not None:
             try:
-                os.remove(path)
-            except FileNotFoundError:
+                self._child.stdin.close()
+            except OSError:
                 pass
 
-    def _ship_loop(self) -> None:
-        backoff = _BACKOFF_FIRST
-        while True:
-            with self._mu:
-                if self._closed:
-                    return
-            payloads, seg, off = self._next_batch()
-            if not payloads:
-                with self._mu:
-                    if self._pending_records == 0:
-                        self._oldest = None
-                    if not self._closed and self._seq == seg and self._end == off:
-                        self._wake.wait(1.0)
-                continue
-            try:
-                self._ship(payloads)
-            except (BucketError, OSError) as e:
-                self._error(e)
-                with self._mu:
-                    if not self._closed:
-                        self._wake.wait(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
-                continue
-            backoff = _BACKOFF_FIRST
-            self._batches += 1
-            if self._die_after and self._batches >= self._die_after:
-                os._exit(137)
-            self._save_cursor(seg, off, self._cursor["shipped"] + len(payloads))
-            with self._mu:
-                self._shipped_run += len(payloads)
-                self._pending_records = max(0, self._pending_records - len(payloads))
-                self._pending_bytes = max(
-                    0, self._pending_bytes - sum(HEADER.size + len(p) for p in payloads)
-                )
-                self._wake.notify_all()
-
-    def _ship(self, payloads: list[bytes]) -> None:
-        exchanges: list[Exchange] = []
-        for p in payloads:
-            try:
-                exchanges.append(from_bytes(p))
-            except Exception as e:  # noqa: BLE001 - a record we cannot read is skipped
-                self._reject(e)
-        if exchanges:
-            with self._mu:
-                self._oldest = exchanges[0].started  # the oldest record not yet shipped
-        self.store.ship(exchanges, on_reject=self._reject)
-
-    def _reject(self, e: BaseException) -> None:
-        with self._mu:
-            self._rejected += 1
-        self._error(e)
-
-    def _error(self, e: BaseException) -> None:
-        from ...coord.context import iso, now
-
-        with self._mu:
-            self._last_error = " ".join(f"{type(e).__name__}: {e}".split())[:300]
-            self._last_error_at = iso(now())
-
     # -- status and shutdown --------------------------------------------------------------
+    def _progress(self) -> tuple[dict, int]:
+        """The cursor now and the records still to ship."""
+        cur = load_cursor(self.root)
+        shipped = cur["shipped"] - self._cursor0["shipped"]
+        with self._mu:
+            appended = self._appended
+        return cur, max(0, self._backlog0 + appended - shipped)
+
     def status(self) -> dict:
         """Depth (records, bytes), oldest unshipped exchange's age, shipping counters."""
-        from ...coord.context import now, parse_iso
-
-        with self._mu:
-            age = None
-            if self._oldest and self._pending_records:
-                try:
-                    age = max(0.0, (now() - parse_iso(self._oldest)).total_seconds())
-                except Exception:  # noqa: BLE001 - a malformed timestamp only hides the age
-                    age = None
-            return {
-                "root": self.root,
-                "shipping": self.store is not None,
-                "fsync": self.fsync,
-                "depth_records": self._pending_records,
-                "depth_bytes": self._pending_bytes,
-                "oldest_unshipped_age_s": age,
-                "appended": self._appended,
-                "shipped": self._shipped_run,
-                "shipped_total": self._cursor["shipped"],
-                "rejected": self._rejected,
-                "last_error": self._last_error,
-                "last_error_at": self._last_error_at,
-                "segments": len(_segments(self.root)),
-            }
+        cur, pending = self._progress()
+        depth_bytes, oldest = 0, None
+        for seq in segments(self.root):
+            if seq < cur["segment"]:
+                continue
+            try:
+                size = os.path.getsize(segment_path(self.root, seq))
+            except OSError:
+                continue
+            start = cur["offset"] if seq == cur["segment"] else 0
+            depth_bytes += max(0, size - max(start, len(MAGIC)))
+            if oldest is None and pending:
+                for _, payload in read_records(segment_path(self.root, seq), start):
+                    oldest = _started(payload)
+                    break
+        report = read_json(os.path.join(self.root, SHIPPER)) or {}
+        shipper: dict = {"mode": self.ship_mode}
+        if self._child is not None:
+            shipper.update(
+                pid=self._child.pid, alive=self._child.poll() is None, restarts=self._restarts
+            )
+        return {
+            "root": self.root,
+            "shipping": self.ship_mode is not None,
+            "shipper": shipper,
+            "fsync": self.fsync,
+            "depth_records": pending,
+            "depth_bytes": depth_bytes if pending else 0,
+            "oldest_unshipped_age_s": _age(oldest),
+            "appended": self._appended,
+            "shipped": cur["shipped"] - self._cursor0["shipped"],
+            "shipped_total": cur["shipped"],
+            "rejected": int(report.get("rejected") or 0),
+            "last_error": report.get("last_error"),
+            "last_error_at": report.get("last_error_at"),
+            "segments": len(segments(self.root)),
+        }
 
     def drain(self, timeout: float = 30.0) -> bool:
         """Wait until everything appended so far is shipped; False on timeout."""
         deadline = time.monotonic() + timeout
-        with self._mu:
-            while self._pending_records > 0 and self.store is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._wake.wait(min(left, 0.5))
-            return self._pending_records == 0
+        while True:
+            pending = self._progress()[1]
+            if pending == 0 or self.ship_mode is None:
+                return pending == 0
+            if time.monotonic() >= deadline:
+                return False
+            self._poke()
+            time.sleep(0.02)
 
     def close(self, drain_timeout: float = 10.0) -> None:
         """Ship what can be shipped within ``drain_timeout``, then stop. Unshipped records
         stay in the spool for the next start."""
         if self._closed:
             return
-        if self.store is not None and drain_timeout > 0:
+        if self.ship_mode is not None and drain_timeout > 0:
             self.drain(drain_timeout)
         with self._mu:
             self._closed = True
-            self._wake.notify_all()
         self._stop.set()
-        for t in self._threads:
-            t.join(timeout=max(drain_timeout, 1.0))
+        self._housekeeper.join()
+        wait = max(drain_timeout, 1.0)
+        if self._thread is not None:
+            self._stop_shipper()
+            self._thread.join(timeout=wait)
+        if self._child is not None:
+            self._close_child_pipe()  # end of file: the child finishes its batch and exits
+            try:
+                self._child.wait(wait)
+            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
+                self._child.kill()
+                self._child.wait()
         with self._mu:
             if self.fsync != "never":
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
-        if self.store is not None:
-            self.store.close()
         os.close(self._lock_fd)
 
     def __enter__(self) -> Spool:
@@ -443,3 +427,21 @@ class Spool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _started(payload: bytes) -> str | None:
+    try:
+        return from_bytes(payload).started
+    except Exception:  # noqa: BLE001 - an unreadable record only hides the age
+        return None
+
+
+def _age(started: str | None) -> float | None:
+    if not started:
+        return None
+    from ...coord.context import now, parse_iso
+
+    try:
+        return max(0.0, (now() - parse_iso(started)).total_seconds())
+    except Exception:  # noqa: BLE001 - a malformed timestamp only hides the age
+        return None

@@ -342,7 +342,7 @@ class CallStore:
         return self._node(batch, dag.make_node(dag.ROOT, dag.canonical(value)), dag.ROOT)
 
     def _prepare(self, x: Exchange, batch: _Batch) -> None:
-        from .providers import summarize
+        from .providers import reassemble, summarize
 
         cid = call_id(x)
         body = _json(x.request_body)
@@ -365,16 +365,20 @@ class CallStore:
             request["raw"] = self._root(batch, _text(x.request_body))
 
         summary = summarize(x.provider, x.request_body, x.response_body, x.streamed, x.path)
-        response_obj = None if x.streamed else _json(x.response_body)
+        if x.streamed:  # kept as the messages it carried, like a non-streamed reply
+            response_obj = reassemble(x.provider, x.response_body) if x.response_body else None
+        else:
+            response_obj = _json(x.response_body)
         messages, meta = dag.response_messages(x.provider, response_obj)
         raw_response = dag.chain(
             [dag.canonical(m) for m in messages], parent=raw_chain[-1].id if raw_chain else dag.ROOT
         )
         response_ids = self._chain(batch, raw_response, request["tip"] or dag.ROOT)
         response: dict[str, Any] = {"nodes": response_ids, "bytes": len(x.response_body)}
-        if not messages and x.response_body:
+        if x.response_body and (not messages or (x.streamed and x.error)):
+            # unreadable, or a stream that broke: the body as it came is the evidence
             response["raw"] = self._root(batch, _text(x.response_body))
-        elif meta:
+        if messages and meta:
             encoded = dag.canonical(meta)
             if len(encoded) > MAX_INLINE_META:
                 response["meta_node"] = self._root(batch, meta)

@@ -9,8 +9,10 @@ to Ollama, ``/v1beta/…`` to Gemini, other ``/v1/…`` to OpenAI, or to Anthrop
 client sends ``anthropic-version``), is forwarded as provider ``"other"``.
 
 Parsing is in one module per provider (``anthropic``, ``openai``, ``ollama``, ``gemini``)
-behind two entry points: ``summarize`` (a whole exchange, for the feed and the store) and
-``StreamTracker`` (incremental, cheap: first token and tool calls as chunks pass).
+behind three entry points: ``summarize`` (a whole exchange, for the feed and the store),
+``reassemble`` (a streamed reply rebuilt as the non-streamed one, so the store keeps its
+messages as nodes) and ``StreamTracker`` (incremental, cheap: first token and tool calls
+as chunks pass).
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ PARSERS: dict[str, tuple[EventFn, SummarizeFn, tuple[bytes, ...]]] = {
     ),
     "ollama": (ollama.event, ollama.summarize, ollama.TOOL_MARKERS),
     "gemini": (gemini.event, gemini.summarize, gemini.TOOL_MARKERS),
+}
+
+
+REASSEMBLERS: dict[str, Callable[[list[dict]], dict | None]] = {
+    "anthropic": anthropic.reassemble,
+    "openai-chat": openai.reassemble_chat,
+    "openai-responses": openai.reassemble_responses,
+    "ollama": ollama.reassemble,
+    "gemini": gemini.reassemble,
 }
 
 
@@ -132,6 +143,13 @@ def summarize(
     if provider == "gemini" and not s.model:
         s.model = gemini.model_from_path(path)
     return s.to_dict()
+
+
+def reassemble(provider: str, response_body: bytes) -> dict | None:
+    """A streamed reply as the reply a non-streamed call would have returned (None when
+    the provider is unknown or nothing in the body could be read)."""
+    fn = REASSEMBLERS.get(provider)
+    return fn(events(response_body, True)) if fn is not None else None
 
 
 class StreamTracker:

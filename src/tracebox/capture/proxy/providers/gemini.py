@@ -4,7 +4,9 @@ Every reply (or stream chunk: SSE with ``alt=sse``, else one JSON array) is a
 ``GenerateContentResponse``: ``candidates[].content.parts[]`` holding ``text`` or a
 ``functionCall`` (name, optional id), ``candidates[].finishReason``, ``usageMetadata``
 (``promptTokenCount`` includes ``cachedContentTokenCount``; ``thoughtsTokenCount`` is
-reported apart from ``candidatesTokenCount``) and ``modelVersion``.
+reported apart from ``candidatesTokenCount``) and ``modelVersion``. ``reassemble`` merges
+a stream's chunks into the one response a non-streamed call returns (consecutive text
+parts of the same kind joined).
 """
 
 from __future__ import annotations
@@ -65,3 +67,40 @@ def _call(part: dict) -> dict[str, str | None]:
 
 def _list(value) -> list[dict]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def reassemble(events: list[dict]) -> dict | None:
+    """The ``GenerateContentResponse`` a non-streamed call would have returned, or None."""
+    chunks = [ev for ev in events if isinstance(ev.get("candidates"), list)]
+    if not chunks:
+        return None
+    out: dict = {}
+    parts: list[dict] = []
+    cand: dict = {}
+    role = "model"
+    for ev in chunks:
+        for k, v in ev.items():
+            if k != "candidates":
+                out[k] = v
+        first = next(iter(_list(ev.get("candidates"))), {})
+        for k, v in first.items():
+            if k != "content":
+                cand[k] = v
+        content = obj(first.get("content"))
+        role = content.get("role") if isinstance(content.get("role"), str) else role
+        for part in _list(content.get("parts")):
+            last = parts[-1] if parts else None
+            if (
+                last is not None
+                and set(part) <= {"text", "thought"}
+                and set(last) <= {"text", "thought"}
+                and isinstance(part.get("text"), str)
+                and isinstance(last.get("text"), str)
+                and bool(part.get("thought")) == bool(last.get("thought"))
+            ):
+                last["text"] += part["text"]
+            else:
+                parts.append(dict(part))
+    cand["content"] = {"role": role, "parts": parts}
+    out["candidates"] = [cand]
+    return out

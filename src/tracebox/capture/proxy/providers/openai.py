@@ -6,12 +6,14 @@ last chunk when the client asked for it. Responses streams are typed SSE events:
 ``response.output_item.added`` (a ``function_call`` item carries ``call_id`` and name),
 ``response.*.delta`` (tokens), ``response.completed`` (the whole response with usage).
 OpenAI counts cached and reasoning tokens inside the input and output totals.
+``reassemble_chat`` / ``reassemble_responses`` rebuild the reply a non-streamed call would
+have returned (Responses streams end with it whole, in ``response.completed``).
 """
 
 from __future__ import annotations
 
 from ....trace.model import Usage
-from .wire import Summary, as_int, as_str, error_message, obj
+from .wire import Summary, append, as_int, as_str, error_message, index, obj
 
 CHAT_TOOL_MARKERS = (b"tool_calls", b"function_call")
 RESPONSES_TOOL_MARKERS = (b"function_call", b"tool_call", b"output_item.added")
@@ -120,3 +122,75 @@ def _item_call(item: dict) -> dict[str, str | None]:
 
 def _list(value) -> list[dict]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def reassemble_chat(events: list[dict]) -> dict | None:
+    """The ``chat.completion`` a non-streamed call would have returned, or None."""
+    out: dict | None = None
+    choices: dict[int, dict] = {}
+    tools: dict[int, dict[int, dict]] = {}
+    for ev in events:
+        if not isinstance(ev.get("choices"), list) and not isinstance(ev.get("usage"), dict):
+            continue
+        if out is None:
+            out = {k: ev[k] for k in ("id", "created", "model", "system_fingerprint") if k in ev}
+            out["object"] = "chat.completion"
+        for ch in _list(ev.get("choices")):
+            i = index(ch.get("index"))
+            if i is None:
+                continue
+            c = choices.setdefault(i, {"index": i, "message": {"role": "assistant"}})
+            msg, delta = c["message"], obj(ch.get("delta"))
+            if isinstance(delta.get("role"), str):
+                msg["role"] = delta["role"]
+            for key in ("content", "refusal", "reasoning_content"):
+                append(msg, key, delta.get(key))
+            for tc in _list(delta.get("tool_calls")):
+                j = index(tc.get("index"))
+                if j is None:
+                    continue
+                call = tools.setdefault(i, {}).setdefault(
+                    j, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+                )
+                for key in ("id", "type"):
+                    if isinstance(tc.get(key), str):
+                        call[key] = tc[key]
+                fn = obj(tc.get("function"))
+                append(call["function"], "name", fn.get("name"))
+                append(call["function"], "arguments", fn.get("arguments"))
+            if isinstance(ch.get("finish_reason"), str):
+                c["finish_reason"] = ch["finish_reason"]
+        if isinstance(ev.get("usage"), dict):
+            out["usage"] = ev["usage"]
+    if out is None:
+        return None
+    for i, calls in tools.items():
+        choices[i]["message"]["tool_calls"] = [calls[j] for j in sorted(calls)]
+    for c in choices.values():
+        c["message"].setdefault("content", None)
+    out["choices"] = [choices[i] for i in sorted(choices)]
+    return out
+
+
+def reassemble_responses(events: list[dict]) -> dict | None:
+    """The response object of a Responses stream: whole in its final event; from the
+    finished output items when the stream was cut before that."""
+    base: dict | None = None
+    items: dict[int, dict] = {}
+    for ev in events:
+        kind = ev.get("type")
+        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            final = obj(ev.get("response"))
+            if final:
+                return final
+        elif kind in ("response.created", "response.in_progress"):
+            base = dict(obj(ev.get("response")))
+        elif kind == "response.output_item.done":
+            i = index(ev.get("output_index"))
+            if i is not None and isinstance(ev.get("item"), dict):
+                items[i] = ev["item"]
+    if base is None and not items:
+        return None
+    out = base or {"object": "response"}
+    out["output"] = [items[i] for i in sorted(items)]
+    return out

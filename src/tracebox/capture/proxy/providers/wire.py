@@ -48,7 +48,7 @@ def loads(data: bytes | str) -> Any:
         return None
     try:
         return _decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -112,3 +112,23 @@ def error_message(doc: dict) -> str | None:
         text = msg if isinstance(msg, str) else msgspec.json.encode(err).decode()
         return f"{kind}: {text}" if isinstance(kind, str) else text
     return None
+
+
+MAX_INDEX = 4096  # a stream's block/choice/tool index beyond this is not believed
+
+
+def index(value: Any, default: int = 0) -> int | None:
+    """A stream's ``index`` field: a small non-negative int, ``default`` when absent,
+    None when it is something else (hostile or broken input is skipped, not trusted)."""
+    if value is None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INDEX:
+        return value
+    return None
+
+
+def append(doc: dict, key: str, value: Any) -> None:
+    """``doc[key] += value`` for text that arrives in pieces (non-strings ignored)."""
+    if isinstance(value, str) and value:
+        old = doc.get(key)
+        doc[key] = (old if isinstance(old, str) else "") + value
