@@ -22,10 +22,11 @@ tracebox, litellm) at each concurrency:
 * ``sse``: the 20-chunk stream, with a small async client (raw asyncio, one keep-alive
   connection per client): time to first chunk (TTFT) and to the end, p50/p99; streams/s;
 * ``sse-paced``: the same stream paced the way a model streams (the upstream sends a
-  chunk every ``PACE_MS``), streams back to back from each client: how late every chunk
-  arrives behind its schedule (chunk i is due i × pace after the request) and the time to
-  first chunk; the proxy's added latency is its figure minus direct's. This is the
-  "16 concurrent streams" goal: the proxy is busy but not saturated, as with agents;
+  chunk every ``PACE_MS``), streams back to back from each client: the time to first
+  chunk (TTFT), and how late every later chunk arrives behind its schedule (chunk i is
+  due i × pace after chunk 0); the proxy's added latency is its figure minus direct's.
+  This is the "16 concurrent streams" goal: the proxy is busy but not saturated, as
+  with agents;
 * ``startup``: spawn → first answer of the health endpoint; RSS (process tree) after the
   load and peak (VmHWM);
 * ``storage``: a synthetic 200-turn session (each call re-sends the whole history) through
@@ -259,19 +260,21 @@ def _tree(pid: int) -> list[int]:
 
 
 def _mem_mib(pid: int) -> dict:
-    """RSS and peak RSS (VmHWM) of a process and its children, MiB."""
+    """RSS and peak RSS (VmHWM) of a process and its children, MiB (also each one's)."""
     rss = hwm = 0
+    each = []
     for p in _tree(pid):
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
                         rss += int(line.split()[1])
+                        each.append(round(int(line.split()[1]) / 1024, 1))
                     elif line.startswith("VmHWM:"):
                         hwm += int(line.split()[1])
         except OSError:
             pass
-    return {"rss_mib": rss / 1024, "peak_mib": hwm / 1024, "processes": len(_tree(pid))}
+    return {"rss_mib": rss / 1024, "peak_mib": hwm / 1024, "processes": len(each), "each_mib": each}
 
 
 class Targets:
@@ -468,8 +471,9 @@ async def _load(url: str, clients: int, stream: bool, seconds: float, expect: in
 
 async def _paced(url: str, clients: int, seconds: float, pace_ms: int) -> dict:
     """``clients`` concurrent streams, each paced by the upstream (a chunk every
-    ``pace_ms``), back to back for ``seconds``: how late each chunk arrives behind its
-    schedule (chunk i is due i × pace after the request), and the time to first chunk."""
+    ``pace_ms``), back to back for ``seconds``: the time to first chunk, and how late each
+    later chunk arrives behind its schedule (chunk i is due i × pace after chunk 0), which
+    is what a hop adds to every token once the stream has started."""
     req = _request(url, True, pace_ms)
     host, port = url.split("//", 1)[1].split(":")
     lag: list[float] = []
@@ -496,7 +500,8 @@ async def _paced(url: str, clients: int, seconds: float, pace_ms: int) -> dict:
                     continue
                 streams += 1
                 ttfb.append(a)
-                lag.extend(at - i * pace_ms / 1000 for i, at in arrivals)
+                start = min(at for i, at in arrivals if i == 0)
+                lag.extend(at - start - i * pace_ms / 1000 for i, at in arrivals if i)
         finally:
             writer.close()
 
@@ -508,7 +513,7 @@ async def _paced(url: str, clients: int, seconds: float, pace_ms: int) -> dict:
         "per_s": streams / wall,
         "errors": errors,
         "ttfb_ms": _pcts(ttfb),
-        "total_ms": _pcts(lag),  # here: how late a chunk arrives behind its schedule
+        "total_ms": _pcts(lag),  # here: how late a chunk arrives behind chunk 0 + i × pace
         "pace_ms": pace_ms,
         "tool": "async client",
     }
@@ -789,7 +794,7 @@ def targets_table(results: dict) -> list[tuple[str, str, str, bool | None]]:
         b = _added(results, "litellm", 16, "sse-paced", "total_ms", q)
         rows.append(
             (
-                f"added {q} ≤ {goal} ms per chunk, 16 concurrent paced streams",
+                f"added {q} ≤ {goal} ms per chunk after the first, 16 paced streams",
                 _f(a),
                 _f(b),
                 None if a is None else a <= goal,
@@ -800,7 +805,7 @@ def targets_table(results: dict) -> list[tuple[str, str, str, bool | None]]:
         b = _added(results, "litellm", 16, "sse-paced", "ttfb_ms", q)
         rows.append(
             (
-                f"TTFT overhead {q} ≤ {goal} ms, 16 concurrent paced streams",
+                f"TTFT overhead {q} ≤ {goal} ms, 16 paced streams",
                 _f(a),
                 _f(b),
                 None if a is None else a <= goal,
@@ -874,7 +879,7 @@ def report(results: dict) -> str:
         f"{results.get('versions', {}).get('litellm')}. Added = proxy − direct at the same "
         "concurrency (closed loop: at 16/64 clients it includes queueing). sse-paced: the "
         f"upstream sends a chunk every {PACE_MS} ms, like a model streaming; its p50/p99 are "
-        "how late each chunk arrives behind that schedule."
+        "how late each chunk after the first arrives behind that schedule."
     )
     out += ["", "| target | tracebox | LiteLLM | met |", "|---|---|---|---|"]
     out += [f"| {g} | {a} | {b} | {_mark(ok)} |" for g, a, b, ok in targets_table(results)]
@@ -898,12 +903,17 @@ def report(results: dict) -> str:
         )
     st = results.get("startup", {})
     if st:
-        out += ["", "| proxy | ready s | RSS at start MiB | RSS after load MiB | peak MiB |"]
-        out += ["|---|---|---|---|---|"]
+        out += [
+            "",
+            "| proxy | ready s | RSS at start MiB | RSS after load MiB | peak MiB | per process |",
+        ]
+        out += ["|---|---|---|---|---|---|"]
         for name, s in st.items():
+            each = " + ".join(f"{m:.0f}" for m in s.get("after_load_each_mib") or [])
             out.append(
                 f"| {name} | {_f(s.get('ready_s'))} | {_f(s.get('rss_mib'))} "
-                f"| {_f(s.get('after_load_rss_mib'))} | {_f(s.get('after_load_peak_mib'))} |"
+                f"| {_f(s.get('after_load_rss_mib'))} | {_f(s.get('after_load_peak_mib'))} "
+                f"| {each} |"
             )
     sto = results.get("storage", {})
     if "stored_bytes" in sto:

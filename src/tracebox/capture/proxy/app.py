@@ -94,7 +94,8 @@ class ProxyApp:
     """The ASGI app. ``upstreams`` maps provider name → base URL (``providers.upstreams_from``).
 
     ``attributor`` (optional) has ``session_for(provider, request_body, headers) ->
-    (session, agent)``; headers naming the session or agent win over it."""
+    (session, agent)``; headers naming the session or agent win over it. It runs only
+    while the live feed has subscribers (they need the session at once)."""
 
     def __init__(
         self,
@@ -209,9 +210,11 @@ class ProxyApp:
             x.request_body = body[: self.capture_limit]
             if len(body) > self.capture_limit:
                 x.extra = {"request_truncated": len(body)}
-            if self.attributor is not None:
-                self._attributor_says(x, body)
             publishing = self.feed.has_subscribers
+            if publishing and self.attributor is not None:
+                # only live watchers need the session now (it may mean parsing a large
+                # history); the store attributes every call again when it ships it
+                self._attributor_says(x, body)
             if publishing:
                 state.model = _model(route, body)
                 self.feed.publish({**self._event(x, "call.start", state), "method": x.method})
