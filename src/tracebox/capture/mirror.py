@@ -818,7 +818,10 @@ class Mirror:
                     on_done(r)
             return out
         with ThreadPoolExecutor(min(_SESSION_WORKERS, len(sessions))) as pool:
-            futures = [pool.submit(self.mirror_session, sf) for sf in sessions]
+            # the biggest first, so that one big session does not start last and finish alone
+            order = sorted(range(len(sessions)), key=lambda i: -sessions[i].size)
+            started = {i: pool.submit(self.mirror_session, sessions[i]) for i in order}
+            futures = [started[i] for i in range(len(sessions))]
             out = []
             for f in futures:
                 r = f.result()
