@@ -9,11 +9,17 @@ artifact — and ends by writing `demo-run/run.html`, a self-contained timeline.
 Then the agents' own transcripts (a Claude Code session and a Codex rollout, written by
 `demo_transcripts.py` into a stand-in home folder) are inspected, mirrored into the
 bucket with secrets and personal data scrubbed, indexed, searched, summed up in a stats
-table and exported as ATIF. Nothing outside `demo-run/` is read or written.
+table and exported as ATIF.
+
+Last, a library's failing test becomes a Trace Capsule: created from the agent's
+transcript (scrubbed), pushed, replayed by the maintainer (reproduces), fixed, replayed
+again (fixed) and resolved — which unblocks the reporter's waiting `capsule watch`.
+Nothing outside `demo-run/` is read or written.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -157,6 +163,7 @@ def main() -> None:
     tb("alice", "replay", "--out", "run.html")
 
     capture()
+    capsules()
     print(
         f"\n{BOLD}Done.{RESET} Open {OUT / 'run.html'} in a browser "
         f"(self-contained: no network). Bucket: {BUCKET}"
@@ -188,6 +195,53 @@ def capture() -> None:
         "-o",
         "carol.atif.json",
     )
+
+
+def capsules() -> None:
+    """erin's agent hits a bug in a library; the bug becomes a capsule; the library's
+    maintainer replays it, fixes it, resolves it; erin's waiting agent unblocks."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import failing_session
+
+    s = failing_session.make_failing_session(OUT / "calc")
+    cap = OUT / "calc" / "capsule"
+    say("erin's agent ran the calc library's tests and they failed: make that a Trace Capsule")
+    tb("erin", "capsule", "create", str(s["transcript"]), "--out", str(cap))
+    tb("erin", "capsule", "show", str(cap))
+    say("share it through the bucket; erin's agent blocks until it is resolved")
+    tb("erin", "capsule", "push", str(cap))
+    cid = json.loads((cap / "capsule.json").read_text())["id"]
+    env = {**os.environ, **SANDBOX, "TRACEBOX_AGENT": "erin", "NO_COLOR": "1"}
+    print(f"{DIM}[erin]{RESET} $ tracebox capsule watch {cid} --timeout 5m   (in the background)")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "tracebox", "capsule", "watch", cid, "--timeout", "5m"],
+        cwd=OUT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    say("the maintainer replays it against the snapshot: it reproduces (sandboxed, no network)")
+    tb("frank", "capsule", "replay", cid, "--repo", str(s["bare"]))
+    say("the maintainer fixes add(), pushes a branch, replays against the fix, resolves")
+    failing_session.fix(s["work"])
+    tb("frank", "capsule", "replay", cid, "--repo", str(s["bare"]), "--against", "fix")
+    tb(
+        "frank",
+        "capsule",
+        "resolve",
+        cid,
+        "--fixed-in",
+        "fix",
+        "--verify",
+        "--repo",
+        str(s["bare"]),
+    )
+    out, _ = watcher.communicate(timeout=60)
+    for line in out.rstrip().splitlines():
+        print(f"    {GREEN}[erin's watcher] {line}{RESET}")
+    if watcher.returncode != 0:
+        sys.exit(f"demo failed: capsule watch exited {watcher.returncode}")
 
 
 if __name__ == "__main__":

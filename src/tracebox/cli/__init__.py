@@ -61,6 +61,13 @@ COMMANDS = {
         "tail": ("proxy", "tail_cmd", "Follow the proxy's live feed of calls."),
         "record": ("record", "record_cmd", "Run an agent with every model call captured."),
     },
+    "Capsules": {
+        "capsule": (
+            "capsule",
+            "capsule_group",
+            "A failing session as a replayable, scrubbed bug report.",
+        ),
+    },
     "Record and replay": {
         "log": ("log", "log_cmd", "Print the run's timeline from the event log."),
         "event": ("log", "event_cmd", "Append a custom event to the log."),
@@ -134,7 +141,10 @@ def _run(argv: list[str] | None) -> int:
     from ..errors import TraceboxError
 
     try:
-        cli.main(args=argv, prog_name="tracebox", standalone_mode=False)
+        # outside standalone mode click returns ``ctx.exit(n)``'s code instead of raising
+        rv = cli.main(args=argv, prog_name="tracebox", standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool):
+            return rv
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.exceptions.Abort:
