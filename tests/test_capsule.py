@@ -470,3 +470,47 @@ def test_capsules_validate_against_the_published_schema(session):
     validator.validate(doc)
     broken = {**doc, "failure": {**doc["failure"], "kind": "oops"}}
     assert not validator.is_valid(broken)
+
+
+FAKE_AGENT = r"""
+import json, os, sys, uuid
+prompt = open(sys.argv[1]).read()
+assert "The add() tests fail" in prompt
+code = open("calc.py").read()
+open("calc.py", "w").write(code.replace("a - b", "a + b"))
+cwd = os.getcwd()
+folder = os.path.join(os.environ["HOME"], ".claude", "projects", cwd.replace("/", "-"))
+os.makedirs(folder)
+sid = str(uuid.uuid4())
+def line(kind, message, n):
+    return json.dumps({"type": kind, "sessionId": sid, "cwd": cwd, "uuid": str(uuid.uuid4()),
+                       "timestamp": f"2026-12-02T10:00:0{n}.000Z", "message": message}) + "\n"
+with open(os.path.join(folder, sid + ".jsonl"), "w") as f:
+    f.write(line("user", {"role": "user", "content": prompt}, 0))
+    f.write(line("assistant", {"role": "assistant", "id": "msg_x", "model": "fake-model",
+             "content": [{"type": "text", "text": "Fixed add()."}],
+             "usage": {"input_tokens": 10, "output_tokens": 5}}, 1))
+print("agent done")
+"""
+
+
+def test_replay_with_an_agent_reports_its_metrics_and_the_verdict_after(session, tmp_path):
+    cap = _create(session)
+    agent = tmp_path / "agent.py"
+    agent.write_text(FAKE_AGENT)
+    p = tb(
+        "capsule",
+        "replay",
+        cap,
+        "--agent",
+        f"{sys.executable} {agent} {{prompt_file}}",
+        "--json",
+        cwd=session["root"],
+    )
+    rec = json.loads(p.stdout)
+    assert rec["verdict"] == "reproduces"  # before the agent
+    a = rec["agent"]
+    assert a["exit_code"] == 0 and "agent done" in a["output_tail"]
+    assert a["session"]["harness"] == "claude-code" and a["session"]["models"] == ["fake-model"]
+    assert a["metrics"]["steps"] == 2 and a["original_metrics"]["steps"] == 11
+    assert a["verdict_after"] == "fixed", a["evidence_after"]

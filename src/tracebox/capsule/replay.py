@@ -13,7 +13,12 @@
 2. **run** the reproduction commands there with ``sandbox.run`` (allow-listed env,
    throwaway HOME, no network when possible, timeout, bounded output);
 3. **judge** with ``signature.compare``: ``reproduces`` (the same test fails with the
-   same error), ``fixed`` (it passes now) or ``inconclusive`` — with the evidence.
+   same error), ``fixed`` (it passes now) or ``inconclusive`` — with the evidence;
+4. with ``agent`` (a command template, ``{prompt_file}``/``{prompt}`` filled in), also
+   re-pose the capsule's intent to that agent in the worktree (sandboxed like the rest,
+   but with network, which agents need), read the session it recorded in its throwaway
+   HOME with the harness adapters, report its process metrics beside the original's,
+   and run the reproduction again: did the agent get past the failure?
 
 This module is the only place a capsule's content is executed, and only here on purpose.
 """
@@ -187,6 +192,8 @@ def replay(
     network: bool = False,
     extra_env: dict[str, str] | None = None,
     on_run=None,
+    agent: str | None = None,
+    agent_timeout: float = 1800.0,
 ) -> dict:
     """Materialize, run, judge (see the module docstring). Returns the verdict record."""
     rep = c.section("reproduce")
@@ -249,12 +256,79 @@ def replay(
             return record
         verdict, evidence = signature.compare(expected, result.output, result.exit_code)
         record.update(verdict=verdict, evidence=evidence)
+        if agent:
+            record["agent"] = _with_agent(
+                c, agent, cwd, cmds, expected, limit, agent_timeout, extra_env, on_run
+            )
         return record
     finally:
         if keep:
             record["kept"] = dest
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _with_agent(c, template, cwd, cmds, expected, limit, timeout, extra_env, on_run) -> dict:
+    """Re-pose the intent to an agent command; its session's metrics and a verdict after."""
+    import shlex
+
+    from .create import metrics
+
+    prompt = str(c.section("intent").get("prompt") or "")
+    prompt_file = os.path.join(cwd, ".tracebox-prompt.txt")
+    with open(prompt_file, "w", encoding="utf-8") as f:
+        f.write(prompt)
+    cmd = template.replace("{prompt_file}", shlex.quote(prompt_file)).replace(
+        "{prompt}", shlex.quote(prompt)
+    )
+    sessions: list = []
+
+    def collect(home: str) -> None:
+        sessions.extend(_sessions_in(home))
+
+    if on_run:
+        on_run(cmd, sandbox.isolation(network=True))
+    ran = sandbox.run(
+        cmd, cwd, timeout=timeout, network=True, extra_env=extra_env, before_cleanup=collect
+    )
+    os.remove(prompt_file)
+    out: dict[str, Any] = {
+        "command": cmd,
+        "exit_code": ran.exit_code,
+        "seconds": ran.seconds,
+        "timed_out": ran.timed_out,
+        "output_tail": _tail(ran.output, 2000),
+        "original_metrics": c.section("metrics"),
+    }
+    if sessions:
+        s = max(sessions, key=lambda x: len(x.steps))
+        out["session"] = {"harness": s.harness, "id": s.id, "models": s.models}
+        out["metrics"] = metrics(s)
+    else:
+        out["session"] = None
+        out["note"] = "the agent left no transcript tracebox can read in its HOME"
+    after = sandbox.run(cmds[-1], cwd, timeout=limit, extra_env=extra_env)
+    verdict, evidence = signature.compare(expected, after.output, after.exit_code)
+    out["verdict_after"] = "inconclusive" if after.timed_out else verdict
+    out["evidence_after"] = evidence
+    return out
+
+
+def _sessions_in(home: str) -> list:
+    """Every session an agent recorded under ``home``, parsed (unreadable ones skipped)."""
+    from ..capture import harnesses
+    from ..errors import TraceboxError
+
+    env = {"HOME": home}
+    out = []
+    for name in harnesses.ADAPTERS:
+        try:
+            adapter = harnesses.get(name)
+            for sf in adapter.locate(cwd=None, env=env):
+                out.append(adapter.parse(sf.path))
+        except (TraceboxError, OSError, ModuleNotFoundError, ValueError):
+            continue
+    return out
 
 
 def _tail(text: str, n: int = 4000) -> str:

@@ -102,8 +102,11 @@ def run(
     timeout: float = 600.0,
     extra_env: dict[str, str] | None = None,
     network: bool = False,
+    before_cleanup=None,
 ) -> Result:
-    """Run ``command`` with ``sh -c`` in ``cwd``, isolated (see the module docstring)."""
+    """Run ``command`` with ``sh -c`` in ``cwd``, isolated (see the module docstring).
+    ``before_cleanup(home)`` is called with the throwaway HOME before it is removed (to
+    read what the command left there, e.g. an agent's transcript)."""
     prefix = None if network else _probe_unshare()
     home = tempfile.mkdtemp(prefix="tracebox-replay-home-")
     env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
@@ -152,6 +155,8 @@ def run(
                 pass
             proc.wait()
         reader.join(10)
+        if before_cleanup is not None:
+            before_cleanup(home)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     text = head.decode("utf-8", "replace")

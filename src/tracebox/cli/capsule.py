@@ -339,15 +339,38 @@ def _maybe_project(ctx):
     help="Pass this environment variable through (repeatable).",
 )
 @click.option("--keep", is_flag=True, help="Keep the worktree and print where it is.")
+@click.option(
+    "--agent",
+    "agent_cmd",
+    metavar="COMMAND",
+    help="Also give the capsule's intent to this agent in the worktree ({prompt_file} or "
+    "{prompt} is filled in, e.g. 'claude -p \"$(cat {prompt_file})\"'); report its metrics "
+    "beside the original's and whether the failure is gone after it.",
+)
+@click.option("--agent-timeout", default="30m", show_default=True, help="Time the agent may take.")
 @json_option
 @click.pass_context
-def replay_cmd(ctx, capsule, against, repo, commands, timeout, network, env_names, keep, as_json):
+def replay_cmd(
+    ctx,
+    capsule,
+    against,
+    repo,
+    commands,
+    timeout,
+    network,
+    env_names,
+    keep,
+    agent_cmd,
+    agent_timeout,
+    as_json,
+):
     """Materialize CAPSULE's snapshot in a fresh worktree, run its reproduction, judge.
 
     Prints reproduces, fixed or inconclusive with the evidence. Exit 0 when the verdict
     is the expected one (reproduces; fixed with --against), 1 otherwise.
     """
     from ..capsule import replay
+    from ..config import parse_duration
 
     c = _load(ctx, capsule)
 
@@ -366,6 +389,8 @@ def replay_cmd(ctx, capsule, against, repo, commands, timeout, network, env_name
         network=network,
         extra_env=extra,
         on_run=on_run,
+        agent=agent_cmd,
+        agent_timeout=parse_duration(agent_timeout, what="--agent-timeout"),
     )
     if as_json:
         emit_json(record)
@@ -379,9 +404,25 @@ def replay_cmd(ctx, capsule, against, repo, commands, timeout, network, env_name
             click.echo(f"  {run['command']}: exit {run['exit_code']} in {run['seconds']} s")
         if record.get("kept"):
             click.echo(f"  worktree kept: {record['kept']}")
+        if record.get("agent"):
+            _echo_agent(record["agent"])
     hoped = "fixed" if against else "reproduces"
     if record["verdict"] != hoped:
         ctx.exit(1)
+
+
+def _echo_agent(a: dict) -> None:
+    click.echo(f"agent: {a['command']}: exit {a['exit_code']} in {a['seconds']} s")
+    if a.get("session"):
+        m, o = a.get("metrics") or {}, a.get("original_metrics") or {}
+        click.echo(f"  session {a['session']['harness']} {a['session']['id']}")
+        for key in ("steps", "tool_calls", "tool_errors", "retries", "cost_usd", "wall_s"):
+            click.echo(f"  {key:11} original {o.get(key)!s:>10}   this agent {m.get(key)!s:>10}")
+    else:
+        click.echo(f"  {a.get('note')}")
+    click.echo(
+        f"  after the agent: {a['verdict_after']} ({(a.get('evidence_after') or {}).get('reason', '')})"
+    )
 
 
 @capsule_group.command("resolve")
