@@ -214,15 +214,18 @@ def test_preview_writes_nothing_and_shows_the_scrubbed_content(session):
 
 def test_planted_secrets_are_in_no_byte_of_the_capsule(session):
     work = session["work"]
-    env_secret = "envv4lue-" + "Qm7Zt2Xw9Lp4Rk8N"
-    # a secret in an untracked file the agent wrote, in the uncommitted diff, and an env
-    # value of the creating process that the tool output showed
+    # word-like, low entropy: only the env-value rule can know it is a secret
+    env_secret = "correct-horse-battery-staple-42"
+    # secrets in an untracked file the agent wrote, in the uncommitted diff, in a file
+    # the agent read, in an instruction file, and an env value the tool output showed
     (work / "tests" / "test_more.py").write_text(kit.TEST_MORE + f'\nTOKEN = "{kit.GH_TOKEN}"\n')
     (work / "calc.py").write_text(kit.CALC_BUGGY + f'\n# api_key = "{kit.AWS_KEY}"\n')
+    (work / "CLAUDE.md").write_text(f"Deploy with password: {kit.PLANTED[2]}\n")
     lines = (
         session["transcript"]
         .read_text()
-        .replace("DB_HOST=localhost", f"DB_HOST=localhost\\nOTHER={env_secret}")
+        .replace("DB_HOST=localhost", f"DB_HOST=localhost\\nSETTING={env_secret}")
+        .replace("return a - b", f"return a - b  # key {kit.GH_TOKEN}", 1)
     )
     session["transcript"].write_text(lines)
     cap = _create(session)
@@ -239,7 +242,8 @@ def test_planted_secrets_are_in_no_byte_of_the_capsule(session):
         data = _all_bytes(folder)
         for secret in kit.PLANTED:
             assert secret.encode() not in data, (folder.name, secret[:6])
-    assert env_secret.encode() not in _all_bytes(session["root"] / "cap-env")
+    assert env_secret.encode() in _all_bytes(cap)  # no other rule takes it...
+    assert env_secret.encode() not in _all_bytes(session["root"] / "cap-env")  # ...this one
     doc = json.loads((cap / model.CAPSULE_JSON).read_text())
     assert doc["scrub"]["counts"]["github"] >= 2 and doc["scrub"]["counts"]["aws"] >= 2
     assert tb("capsule", "verify", cap, cwd=session["root"]).returncode == 0
