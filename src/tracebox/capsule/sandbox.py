@@ -6,6 +6,7 @@
   user adds with ``--env``); everything else — tokens, keys, cloud credentials — is left
   out;
 * a **throwaway HOME** (and ``TMPDIR``) in a fresh temporary folder, removed afterwards;
+  ``CI=1`` and ``PYTHONDONTWRITEBYTECODE=1`` are set;
 * **no network** when ``unshare -n`` (or, without root, ``unshare -rn``) works here; when
   it does not, the command runs with the host's network and ``isolation`` says so;
 * a **timeout** (the whole process group is killed) and **bounded output** (the first
@@ -110,7 +111,9 @@ def run(
     prefix = None if network else _probe_unshare()
     home = tempfile.mkdtemp(prefix="tracebox-replay-home-")
     env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
-    env.update(HOME=home, TMPDIR=os.path.join(home, "tmp"), CI="1")
+    # no bytecode caches: a replay leaves no files behind, and an edit made within the
+    # same second as a run (same size, same mtime) can never be masked by a stale .pyc
+    env.update(HOME=home, TMPDIR=os.path.join(home, "tmp"), CI="1", PYTHONDONTWRITEBYTECODE="1")
     os.makedirs(env["TMPDIR"])
     env.update(extra_env or {})
     argv = [*(prefix or []), "/bin/sh", "-c", command]
