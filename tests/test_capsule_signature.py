@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tracebox.capsule.signature import (
+from tracebox.trace.signature import (
     MAX_ERRORS,
     MAX_FAILED,
     MAX_LINE,

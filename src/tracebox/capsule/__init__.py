@@ -3,7 +3,7 @@
 Layout (docs/capsule.md):
 
 - ``model.py`` — the format: ``capsule.json`` structure, canonical id, file hashes, verify;
-- ``signature.py`` — failure signatures from test/command output, and replay verdicts;
+- (failure signatures and replay verdicts: ``trace/signature.py``, shared with the observer);
 - ``create.py`` — a Session + its repository → a capsule (intent, trajectory, context,
   failure, snapshot, reproduce, metrics), everything through the scrubber;
 - ``render.py`` — capsule.md, the terminal summary, the issue body;

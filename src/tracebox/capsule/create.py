@@ -39,8 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
+from ..trace import signature
+from ..trace.facts import calls as _calls
+from ..trace.facts import command_of, read_path
+from ..trace.facts import failed as _failed
 from ..trace.model import Reasoning, Session, Step, Text, ToolCall, ToolResult, summarize
-from . import model, signature
+from . import model
 
 OUTPUT_KEEP = 4000  # chars of a tool result kept in the trajectory
 ARG_KEEP = 2000  # chars of one string argument
@@ -53,10 +57,6 @@ BUNDLE_MAX = 32 << 20  # all bundle members together
 MAX_ACTIONS = 500
 GIT_TIMEOUT = 30.0
 
-SHELL_TOOLS = frozenset(
-    {"bash", "shell", "exec_command", "run_shell_command", "local_shell", "terminal", "exec"}
-)
-READ_TOOLS = frozenset({"read", "read_file", "view", "readfile", "open_file", "cat"})
 INSTRUCTION_FILES = (
     "CLAUDE.md",
     "AGENTS.md",
@@ -76,12 +76,6 @@ LOCKFILES = (
     "Cargo.lock",
     "go.sum",
     "Gemfile.lock",
-)
-# tool errors that are the user's choice, not a failure to report
-_NOT_FAILURES = re.compile(
-    r"doesn.t want to proceed|user (?:rejected|denied|declined)|interrupted by user"
-    r"|Request interrupted",
-    re.I,
 )
 
 
@@ -109,39 +103,6 @@ class Built:
 
 
 # -- finding the failure ---------------------------------------------------------------------
-
-
-def _calls(session: Session) -> dict[str, tuple[int, ToolCall]]:
-    out: dict[str, tuple[int, ToolCall]] = {}
-    for st in session.steps:
-        for p in st.parts:
-            if isinstance(p, ToolCall):
-                out.setdefault(p.id, (st.index, p))
-    return out
-
-
-def command_of(call: ToolCall | None) -> str | None:
-    """The shell command of a shell-like tool call, else None."""
-    if call is None or call.name.lower() not in SHELL_TOOLS:
-        return None
-    args = call.arguments
-    if isinstance(args, dict):
-        cmd = args.get("command") if "command" in args else args.get("cmd")
-        if isinstance(cmd, list):
-            cmd = " ".join(str(c) for c in cmd)
-        if isinstance(cmd, str):
-            if cmd.startswith(("bash -lc ", "bash -c ")) and len(cmd.split(" ", 2)) == 3:
-                inner = cmd.split(" ", 2)[2]
-                if len(inner) > 1 and inner[0] == inner[-1] and inner[0] in "'\"":
-                    cmd = inner[1:-1]
-            return cmd.strip() or None
-    return args.strip() or None if isinstance(args, str) else None
-
-
-def _failed(r: ToolResult) -> bool:
-    if r.exit_code is not None:
-        return r.exit_code != 0
-    return bool(r.is_error) and not _NOT_FAILURES.search(r.output[:2000])
 
 
 def find_failure(session: Session, step: int | None = None) -> Failure:
@@ -382,10 +343,7 @@ def context(session: Session, root: str, upto: int, include_system_prompt: bool)
         if call_step > upto:
             continue
         tools[call.name] += 1
-        if call.name.lower() not in READ_TOOLS or not isinstance(call.arguments, dict):
-            continue
-        a = call.arguments
-        rel = _rel(a.get("file_path") or a.get("absolute_path") or a.get("path"), root, session.cwd)
+        rel = _rel(read_path(call), root, session.cwd)
         if rel is None or rel in read:
             continue
         full = os.path.join(root, rel)

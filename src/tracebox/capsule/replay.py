@@ -33,7 +33,8 @@ import tempfile
 from typing import Any
 
 from ..errors import FormatError, UsageError
-from . import sandbox, signature
+from ..trace import signature
+from . import sandbox
 from .create import git
 from .model import Capsule
 

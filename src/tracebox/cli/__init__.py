@@ -61,6 +61,13 @@ COMMANDS = {
         "tail": ("proxy", "tail_cmd", "Follow the proxy's live feed of calls."),
         "record": ("record", "record_cmd", "Run an agent with every model call captured."),
     },
+    "Learn": {
+        "observe": (
+            "observe",
+            "observe_cmd",
+            "Observations from sessions: errors, failed fixes, loops…",
+        ),
+    },
     "Capsules": {
         "capsule": (
             "capsule",

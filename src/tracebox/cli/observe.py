@@ -1,0 +1,92 @@
+"""CLI: ``tracebox observe`` — what sessions ran into, as observations the next agent reads.
+
+SESSION is a transcript path or a session id (as for ``export``). Writes
+``observations.jsonl`` and ``observations.md`` to ``--out`` (merged with what is already
+there, so repeated runs accumulate), or prints the Markdown.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from ._common import emit_json, json_option
+
+
+@click.command("observe")
+@click.argument("sessions", nargs=-1)
+@click.option(
+    "--run", "run_id", metavar="RUN", help="The sessions of this harness run (from the bucket)."
+)
+@click.option("--generation", type=int, metavar="G", help="With --run: only generation G.")
+@click.option("--harness", help="Parse SESSION files with this adapter.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Write observations.jsonl and .md here (merging with what is there).",
+)
+@click.option(
+    "--budget",
+    type=click.IntRange(500, 10_000_000),
+    default=8000,
+    show_default=True,
+    help="Characters of observations.md.",
+)
+@click.option(
+    "--llm",
+    "use_llm",
+    is_flag=True,
+    help="Also re-rank and summarize with the model in [observe.llm] of .tracebox.toml.",
+)
+@json_option
+@click.pass_context
+def observe_cmd(ctx, sessions, generation, harness, out, budget, use_llm, as_json):
+    """Extract prioritized observations ([important] errors, failed fixes, loops, …;
+    [possible] files created, hypotheses, tests added; [informational] goal, tokens,
+    time, dead ends) from SESSIONs, merged by fingerprint with evidence links."""
+    from ..errors import UsageError
+    from ..observe import merge, render, rules
+
+    if not sessions:
+        raise UsageError("give one or more SESSIONs (transcript paths or session ids)")
+    from .export import load_session
+
+    trees = [load_session(s, harness) for s in sessions]
+    # observations end up in prompts and the bucket: they come from scrubbed sessions
+    from ..config import load_settings
+    from ..scrub import Scrubber
+    from ..trace.export import scrub_session
+
+    scrub = Scrubber(config=load_settings().raw.get("scrub")).scrub_text
+    found = [o for t in trees for o in rules.observe_session(scrub_session(t, scrub))]
+    entries = merge.read_jsonl(os.path.join(out, "observations.jsonl")) if out else {}
+    entries = merge.merge(found, into=entries, generation=generation)
+    summary = None
+    if use_llm:
+        from ..config import load_settings
+        from ..observe import llm
+
+        entries, summary = llm.rerank(entries, load_settings().raw.get("observe", {}).get("llm"))
+    md = render.render(entries, budget=budget, summary=summary)
+    if out:
+        os.makedirs(out, exist_ok=True)
+        merge.write_jsonl(os.path.join(out, "observations.jsonl"), entries)
+        with open(os.path.join(out, "observations.md"), "w", encoding="utf-8") as f:
+            f.write(md)
+    if as_json:
+        return emit_json(
+            {
+                "sessions": len(trees),
+                "entries": merge.ordered(entries),
+                "counts": render.counts(entries),
+            }
+        )
+    if out:
+        c = render.counts(entries)
+        click.echo(
+            f"{len(trees)} session(s): {c['important']} important, {c['possible']} possible, "
+            f"{c['informational']} informational -> {out}/observations.md"
+        )
+    else:
+        click.echo(md)
