@@ -17,9 +17,8 @@ from ._common import emit_json, json_option
 @click.command("observe")
 @click.argument("sessions", nargs=-1)
 @click.option(
-    "--run", "run_id", metavar="RUN", help="The sessions of this harness run (from the bucket)."
+    "--generation", type=int, metavar="G", help="Mark the new observations as generation G."
 )
-@click.option("--generation", type=int, metavar="G", help="With --run: only generation G.")
 @click.option("--harness", help="Parse SESSION files with this adapter.")
 @click.option(
     "--out",
