@@ -11,6 +11,11 @@ Then the agents' own transcripts (a Claude Code session and a Codex rollout, wri
 bucket with secrets and personal data scrubbed, indexed, searched, summed up in a stats
 table and exported as ATIF.
 
+Then a harness runs three generations of scripted agents on a real race (a hit counter
+that loses updates under threads): generation 1 guesses blind and fails, a stuck agent is
+stopped by a live rule, later generations read what the earlier ones learned and fix it;
+the report lands in `demo-run/harness/report/`.
+
 Last, a library's failing test becomes a Trace Capsule: created from the agent's
 transcript (scrubbed), pushed, replayed by the maintainer (reproduces), fixed, replayed
 again (fixed) and resolved — which unblocks the reporter's waiting `capsule watch`.
@@ -163,6 +168,7 @@ def main() -> None:
     tb("alice", "replay", "--out", "run.html")
 
     capture()
+    harness()
     capsules()
     print(
         f"\n{BOLD}Done.{RESET} Open {OUT / 'run.html'} in a browser "
@@ -195,6 +201,33 @@ def capture() -> None:
         "-o",
         "carol.atif.json",
     )
+
+
+def harness() -> None:
+    """Generations of scripted agents fix a real race; each reads what the last one learned."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "harness_demo"))
+    import scenario
+
+    root = OUT / "harness"
+    root.mkdir()
+    repo = scenario.make_repo(root)
+    model = scenario.ModelServer()  # a scripted model: no network, no paid API
+    try:
+        h = scenario.write_harness(root, repo, generations=3, stubborn=True)
+        say("a harness: 3 generations x 4 agent variants on a hit counter that loses updates")
+        print(
+            f"    {DIM}(the agents talk to a scripted model through tracebox's proxy: {model.url}){RESET}"
+        )
+        os.environ["TRACEBOX_UPSTREAM_OPENAI"] = model.url
+        out = tb("harness", "harness", "run", str(h))
+        rid = out.split()[1].rstrip(":")
+        tb("harness", "harness", "report", rid, "--out", str(root / "report"))
+        say("what generation 1 left for generation 2 (observations.md, as every prompt got it)")
+        md = next((BUCKET / "demo" / "harness" / rid / "gen-1").glob("observations.md")).read_text()
+        for line in md.splitlines()[:14]:
+            print(f"    {line}")
+    finally:
+        model.close()
 
 
 def capsules() -> None:

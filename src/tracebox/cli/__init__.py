@@ -67,6 +67,11 @@ COMMANDS = {
             "observe_cmd",
             "Observations from sessions: errors, failed fixes, loops…",
         ),
+        "harness": (
+            "harness",
+            "harness_group",
+            "Generations of agent variants that learn from each other.",
+        ),
     },
     "Capsules": {
         "capsule": (

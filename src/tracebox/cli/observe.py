@@ -1,6 +1,7 @@
 """CLI: ``tracebox observe`` — what sessions ran into, as observations the next agent reads.
 
-SESSION is a transcript path or a session id (as for ``export``). Writes
+SESSION is a transcript path or a session id (as for ``export``); ``--run RUN`` (with
+``--generation G``) takes the sessions a harness run captured in the bucket. Writes
 ``observations.jsonl`` and ``observations.md`` to ``--out`` (merged with what is already
 there, so repeated runs accumulate), or prints the Markdown.
 """
@@ -17,7 +18,10 @@ from ._common import emit_json, json_option
 @click.command("observe")
 @click.argument("sessions", nargs=-1)
 @click.option(
-    "--generation", type=int, metavar="G", help="Mark the new observations as generation G."
+    "--run", "run_id", metavar="RUN", help="The sessions of this harness run (from the bucket)."
+)
+@click.option(
+    "--generation", type=int, metavar="G", help="With --run: only generation G (and mark them so)."
 )
 @click.option("--harness", help="Parse SESSION files with this adapter.")
 @click.option(
@@ -40,18 +44,25 @@ from ._common import emit_json, json_option
 )
 @json_option
 @click.pass_context
-def observe_cmd(ctx, sessions, generation, harness, out, budget, use_llm, as_json):
+def observe_cmd(ctx, sessions, run_id, generation, harness, out, budget, use_llm, as_json):
     """Extract prioritized observations ([important] errors, failed fixes, loops, …;
     [possible] files created, hypotheses, tests added; [informational] goal, tokens,
     time, dead ends) from SESSIONs, merged by fingerprint with evidence links."""
     from ..errors import UsageError
     from ..observe import merge, render, rules
 
-    if not sessions:
-        raise UsageError("give one or more SESSIONs (transcript paths or session ids)")
+    if not sessions and not run_id:
+        raise UsageError(
+            "give one or more SESSIONs (transcript paths or session ids), or --run RUN"
+        )
     from .export import load_session
 
     trees = [load_session(s, harness) for s in sessions]
+    if run_id:
+        from ..harness.run import run_sessions
+        from ._common import open_project
+
+        trees += run_sessions(open_project(ctx, "observe"), run_id, generation)
     # observations end up in prompts and the bucket: they come from scrubbed sessions
     from ..config import load_settings
     from ..scrub import Scrubber

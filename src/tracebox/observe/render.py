@@ -54,7 +54,9 @@ def _entry(e: dict) -> str:
     ev = (e.get("evidence") or [None])[0]
     if ev:
         q = _one(str(ev.get("quote") or ""), 200).replace("`", "'")
-        line += f"  > `{q}` — {str(ev.get('session'))[:12]}:{ev.get('step')}\n"
+        sid = str(ev.get("session"))
+        sid = sid if len(sid) <= 48 else f"{sid[:12]}…{sid[-12:]}"
+        line += f"  > `{q}` — {sid}:{ev.get('step')}\n"
     return line
 
 

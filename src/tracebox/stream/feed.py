@@ -29,11 +29,17 @@ class Subscription:
     """One subscriber's bounded queue, filtered by session and/or agent."""
 
     def __init__(
-        self, feed: Feed, session: str | None, agent: str | None, maxsize: int = DEFAULT_QUEUE
+        self,
+        feed: Feed,
+        session: str | None,
+        agent: str | None,
+        maxsize: int = DEFAULT_QUEUE,
+        on_event=None,
     ):
         self.feed = feed
         self.session = session
         self.agent = agent
+        self.on_event = on_event  # called at once, on the publisher's thread, instead of queueing
         self.queue: deque[dict[str, Any]] = deque(maxlen=maxsize)
         self.dropped = 0
         self._reported = 0
@@ -45,6 +51,9 @@ class Subscription:
         )
 
     def put(self, event: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(event)  # must be quick: e.g. hand it to a queue.Queue
+            return
         if len(self.queue) == self.queue.maxlen:
             self.dropped += 1  # the deque drops the oldest on append
         self.queue.append(event)
@@ -92,9 +101,15 @@ class Feed:
                 sub.put(event)
 
     def subscribe(
-        self, session: str | None = None, agent: str | None = None, maxsize: int = DEFAULT_QUEUE
+        self,
+        session: str | None = None,
+        agent: str | None = None,
+        maxsize: int = DEFAULT_QUEUE,
+        on_event=None,
     ) -> Subscription:
-        sub = Subscription(self, session or None, agent or None, maxsize)
+        """A subscription to events of ``session``/``agent`` (None: all): read them with
+        ``await sub.get()``, or pass ``on_event`` to have each one handed over at once."""
+        sub = Subscription(self, session or None, agent or None, maxsize, on_event)
         self._subs.add(sub)
         return sub
 

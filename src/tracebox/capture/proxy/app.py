@@ -217,7 +217,11 @@ class ProxyApp:
                 self._attributor_says(x, body)
             if publishing:
                 state.model = _model(route, body)
-                self.feed.publish({**self._event(x, "call.start", state), "method": x.method})
+                event = {**self._event(x, "call.start", state), "method": x.method}
+                results = providers.tool_results(route.provider, body)
+                if results:
+                    event["tool_results"] = results  # what the agent reports back this turn
+                self.feed.publish(event)
             watcher = asyncio.ensure_future(_watch(receive, state, task))
             url = URL(
                 base + (raw_path + (b"?" + query if query else b"")).decode("latin-1"), encoded=True
@@ -351,6 +355,9 @@ class ProxyApp:
             first_token_ms=state.first_token_ms,
             total_ms=x.total_ms,
             client_disconnected=x.client_disconnected,
+            response_digest=providers.response_digest(x.provider, x.response_body, x.streamed)
+            if not failed
+            else None,
         )
         if not x.streamed:  # streamed tool calls were published as they arrived
             for call in summary["tool_calls"]:

@@ -17,6 +17,7 @@ as chunks pass).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -188,3 +189,107 @@ class StreamTracker:
                 self.first_token = first = True
             calls += found
         return first, calls
+
+
+# -- for live watchers: what a request reports back, and what a reply said ------------------
+
+_FAILED_TEXT = re.compile(
+    r"^(?:error\b|Error:|Exit code [1-9]|Traceback \(most recent call last\))"
+    r"|\bexit(?: code|_code)?[:= ]+[1-9]\d*\b|^FAILED\b|\bfailed\b.*\bin \d",
+    re.I | re.M,
+)
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(b.get("text", "")) if isinstance(b, dict) else str(b) for b in content)
+    return ""
+
+
+def _command(args: Any) -> str | None:
+    if isinstance(args, str):
+        args = loads(args) if args.startswith("{") else args
+    if isinstance(args, dict):
+        cmd = args.get("command") if "command" in args else args.get("cmd")
+        if isinstance(cmd, list):
+            cmd = " ".join(map(str, cmd))
+        return cmd if isinstance(cmd, str) else None
+    return None
+
+
+def tool_results(provider: str, body: bytes) -> list[dict[str, Any]]:
+    """The tool results a request sends back (its last turn): ``{tool, command, failed}``
+    each, the command taken from the matching tool call. ``failed`` is the API's own flag
+    (Anthropic ``is_error``), else read from the text (``Exit code 1``, ``Error:``,
+    ``Traceback``, ``FAILED``…). Best effort; never raises."""
+    doc = loads(body) if body[:1] == b"{" else None
+    if not isinstance(doc, dict):
+        return []
+    items = doc.get("messages") if provider != "openai-responses" else doc.get("input")
+    if not isinstance(items, list):
+        return []
+    calls: dict[str, tuple[str, str | None]] = {}
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(items):
+        if not isinstance(m, dict):
+            continue
+        last = i >= len(items) - 8  # the latest turn (and a few before it, for parallel tools)
+        if provider == "anthropic":
+            for b in m.get("content") if isinstance(m.get("content"), list) else []:
+                if not isinstance(b, dict):
+                    continue
+                if b.get("type") == "tool_use":
+                    calls[str(b.get("id"))] = (str(b.get("name") or ""), _command(b.get("input")))
+                elif b.get("type") == "tool_result" and last and i == len(items) - 1:
+                    tool, cmd = calls.get(str(b.get("tool_use_id")), ("", None))
+                    failed = b.get("is_error") is True or bool(
+                        _FAILED_TEXT.search(_text_of(b.get("content"))[:4000])
+                    )
+                    out.append({"tool": tool, "command": cmd, "failed": failed})
+        elif provider == "openai-chat":
+            for tc in m.get("tool_calls") or [] if isinstance(m.get("tool_calls"), list) else []:
+                if isinstance(tc, dict):
+                    fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+                    calls[str(tc.get("id"))] = (
+                        str(fn.get("name") or ""),
+                        _command(fn.get("arguments")),
+                    )
+            if (
+                m.get("role") == "tool"
+                and last
+                and all(isinstance(x, dict) and x.get("role") == "tool" for x in items[i:])
+            ):
+                tool, cmd = calls.get(str(m.get("tool_call_id")), ("", None))
+                text = _text_of(m.get("content"))[:4000]
+                out.append(
+                    {"tool": tool, "command": cmd, "failed": bool(_FAILED_TEXT.search(text))}
+                )
+        elif provider == "openai-responses":
+            if m.get("type") == "function_call":
+                calls[str(m.get("call_id"))] = (
+                    str(m.get("name") or ""),
+                    _command(m.get("arguments")),
+                )
+            elif m.get("type") == "function_call_output" and last:
+                tool, cmd = calls.get(str(m.get("call_id")), ("", None))
+                text = _text_of(m.get("output"))[:4000]
+                out.append(
+                    {"tool": tool, "command": cmd, "failed": bool(_FAILED_TEXT.search(text))}
+                )
+    return out[-16:]
+
+
+def response_digest(provider: str, body: bytes, streamed: bool) -> str | None:
+    """A short hash of what the model answered (its assistant messages, ids left out), so
+    identical answers in a row can be noticed; None when nothing could be read."""
+    import hashlib
+
+    from ....trace import dag
+
+    reply = reassemble(provider, body) if streamed else loads(body)
+    messages, _ = dag.response_messages(provider, reply)
+    if not messages:
+        return None
+    return hashlib.sha256(b"\n".join(dag.canonical(m) for m in messages)).hexdigest()[:16]
