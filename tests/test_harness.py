@@ -261,3 +261,33 @@ def test_live_rules(monkeypatch):
     assert w.check() is None
     w.event({"type": "call.end", "response_digest": "b"})
     assert w.check().startswith("repeated_responses")
+
+
+CLAUDE_LIKE = r"""
+import json, os, sys, uuid
+cwd = os.getcwd()
+folder = os.path.join(os.environ["HOME"], ".claude", "projects", cwd.replace("/", "-"))
+os.makedirs(folder, exist_ok=True)
+sid = str(uuid.uuid4())
+line = {"type": "user", "sessionId": sid, "cwd": cwd, "uuid": str(uuid.uuid4()),
+        "timestamp": "2026-12-02T10:00:00.000Z", "message": {"role": "user", "content": "hi"}}
+open(os.path.join(folder, sid + ".jsonl"), "w").write(json.dumps(line) + "\n")
+print(sid)
+"""
+
+
+def test_transcripts_of_known_agents_are_mirrored(world, tmp_path):
+    agent = tmp_path / "claude_like.py"
+    agent.write_text(CLAUDE_LIKE)
+    h = world["root"] / "H.toml"
+    h.write_text(
+        f'[run]\nname = "mirror"\nrepo = {json.dumps(str(world["repo"]))}\nbase = "main"\n'
+        f'task = "x"\nagent = "{sys.executable} {agent}"\nvalidator = "true"\n'
+    )
+    p = world["project"]
+    summary = run.run(config.load(str(h)), p)
+    r = json.loads(_get(p, f"harness/{summary['run']}/gen-1/summary.json"))["results"][0]
+    assert len(r["transcripts"]) == 1 and r["transcripts"][0].startswith("claude-code:")
+    sid = r["transcripts"][0].split(":", 1)[1]
+    keys = [m.key for m in p.store.list(p.ctx.key(f"sessions/claude-code/{sid}/"))]
+    assert any("part-" in k for k in keys)

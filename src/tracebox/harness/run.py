@@ -17,7 +17,8 @@ out), so any executor gives the same artefacts: it claims its slot (a lease on s
 of its own (every model call → the spool → the bucket, as session ``<run>.g<n>.<variant>``),
 runs the agent command in its own process group with the base URLs pointed at that
 proxy, watches it with the live rules (``live.Watch``) and kills the group when one fires
-or the timeout passes, runs the validator in the worktree, stores the prompt, output,
+or the timeout passes, mirrors the transcripts a known agent (Claude Code, Codex, …) wrote
+for the worktree, runs the validator in the worktree, stores the prompt, output,
 validator result and diff (scrubbed) under ``harness/<run>/gen-<n>/<variant>/`` and
 completes its step with the outcome.
 
@@ -157,6 +158,7 @@ def run_variant(task: VariantTask) -> dict:
             sub.close()
             proxy.stop()
             spool.close(drain_timeout=60)
+        result["transcripts"] = _mirror_transcripts(project, worktree)
         v_code, v_out = _validate(cfg["validator"], worktree, cfg["validator_timeout"])
         diff = _diff(worktree, cfg["base"])
         solved = v_code == 0 and not stopped
@@ -214,6 +216,20 @@ def run_variant(task: VariantTask) -> dict:
     finally:
         _git(cfg["repo"], "worktree", "remove", "--force", worktree, check=False)
         project.ctx.flush()
+
+
+def _mirror_transcripts(project, worktree: str) -> list[str]:
+    """Mirror (scrubbed) the transcripts any known agent wrote while working in the
+    worktree (Claude Code, Codex, …, found by their recorded working directory)."""
+    from ..capture import mirror
+    from ..capture.harnesses import ADAPTERS
+
+    found = mirror.find_sessions(list(ADAPTERS), cwd=worktree)
+    if not found:
+        return []
+    with mirror.Mirror(project, final=True) as m:
+        done = m.mirror_many(found)
+    return [f"{r.harness}:{r.session_id}" for r in done if r.status in ("uploaded", "unchanged")]
 
 
 def _config_obj(cfg: dict) -> cfgmod.Config:
