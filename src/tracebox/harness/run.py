@@ -30,6 +30,8 @@ result.json}``, ``harness/<run>/report.{md,html}``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -122,7 +124,8 @@ def run_variant(task: VariantTask) -> dict:
         "agent": agent_id,
     }
     t0 = time.monotonic()
-    _git(cfg["repo"], "worktree", "add", "--detach", "--force", worktree, cfg["base"])
+    with _worktree_lock(cfg["repo"]):
+        _git(cfg["repo"], "worktree", "add", "--detach", "--force", worktree, cfg["base"])
     try:
         spool = Spool(
             root=os.path.join(task.workroot, "spool", task.session), project=project, ship="thread"
@@ -214,7 +217,8 @@ def run_variant(task: VariantTask) -> dict:
         )
         return result
     finally:
-        _git(cfg["repo"], "worktree", "remove", "--force", worktree, check=False)
+        with _worktree_lock(cfg["repo"]):
+            _git(cfg["repo"], "worktree", "remove", "--force", worktree, check=False)
         project.ctx.flush()
 
 
@@ -230,6 +234,22 @@ def _mirror_transcripts(project, worktree: str) -> list[str]:
     with mirror.Mirror(project, final=True) as m:
         done = m.mirror_many(found)
     return [f"{r.harness}:{r.session_id}" for r in done if r.status in ("uploaded", "unchanged")]
+
+
+@contextlib.contextmanager
+def _worktree_lock(repo: str):
+    """git's worktree bookkeeping is not safe against concurrent ``worktree add``/``remove``
+    in one repository: serialize them across threads and processes (Ray workers too)."""
+    gitdir = _git(repo, "rev-parse", "--git-common-dir").strip()
+    path = os.path.join(
+        gitdir if os.path.isabs(gitdir) else os.path.join(repo, gitdir), "tracebox-worktree.lock"
+    )
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _config_obj(cfg: dict) -> cfgmod.Config:
