@@ -10,7 +10,7 @@ LINT_PATHS := $(wildcard src tests benchmarks examples)
 # apt-get needs root; use sudo when we are not.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv demo test bench lint schema chromium wrk clean
+.PHONY: venv demo ui test bench lint schema chromium wrk clean
 
 # venv: create .venv if missing and install tracebox editable with the dev and hf
 # extras; re-installs only when pyproject.toml is newer than the stamp file.
@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml | $(PY)
 # demo: run the end-to-end example.
 demo: venv
 	$(PY) examples/demo.py
+
+# ui: serve `tracebox ui` over the last demo run (demo-run/) until Ctrl-C.
+ui: venv
+	$(PY) examples/demo.py --ui
 
 # chromium: Debian's Chromium for the Playwright UI tests (installed only if missing;
 # Playwright never downloads a browser here).
@@ -51,7 +55,7 @@ wrk:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
 
 # bench: speed/memory benchmarks; figures go to benchmarks/results/.
-bench: venv wrk
+bench: venv wrk chromium
 	$(PY) benchmarks/run.py
 
 # lint: ruff lint rules and formatting check (no changes made).

@@ -19,7 +19,8 @@ benchmarks are modules of their own, each also runnable alone:
 - scrub:    bench_scrub.py  — scrubber recall/precision and MB/s (vs secret scanners);
 - mirror:   bench_mirror.py — mirror + scrub MB/s into S3 (vs tracecraft session mirror);
 - index:    bench_index.py  — index build steps/s, search p50/p95 at 1M steps;
-- proxy:    bench_proxy.py  — added latency, req/s, TTFT vs LiteLLM; stored bytes; RSS.
+- proxy:    bench_proxy.py  — added latency, req/s, TTFT vs LiteLLM; stored bytes; RSS;
+- ui:       bench_ui.py     — `tracebox ui` page times in Chromium at 10,000/50,000 events.
 
 Results: ``benchmarks/results/<name>.json`` (raw figures + machine info) and
 ``benchmarks/results/latest.md`` (the tables, also printed).
@@ -74,7 +75,7 @@ QUICK = {
 }
 COORD_SECTIONS = ("latency", "stampede", "burst", "inbox")
 # capture benchmarks live in benchmarks/bench_<name>.py: run(quick) -> dict, report(dict) -> str
-CAPTURE_SECTIONS = ("parse", "scrub", "mirror", "index", "proxy")
+CAPTURE_SECTIONS = ("parse", "scrub", "mirror", "index", "proxy", "ui")
 SECTIONS = COORD_SECTIONS + CAPTURE_SECTIONS
 
 

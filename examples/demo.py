@@ -19,7 +19,11 @@ the report lands in `demo-run/harness/report/`.
 Last, a library's failing test becomes a Trace Capsule: created from the agent's
 transcript (scrubbed), pushed, replayed by the maintainer (reproduces), fixed, replayed
 again (fixed) and resolved — which unblocks the reporter's waiting `capsule watch`.
-Nothing outside `demo-run/` is read or written.
+
+It ends with the `tracebox ui` URL of the demo bucket: run from a terminal, the demo
+serves the UI until Ctrl-C; otherwise (CI, a pipe) it prints the URL and `make ui`
+serves it later (`examples/demo.py --ui`).  Nothing outside `demo-run/` is read or
+written.
 """
 
 from __future__ import annotations
@@ -171,9 +175,41 @@ def main() -> None:
     harness()
     capsules()
     print(
-        f"\n{BOLD}Done.{RESET} Open {OUT / 'run.html'} in a browser "
-        f"(self-contained: no network). Bucket: {BUCKET}"
+        f"\n{BOLD}Done.{RESET} The whole run (agents, handoffs, sessions, the harness's "
+        f"generations, the capsule) is in {BUCKET}; one-file timeline: {OUT / 'run.html'}"
     )
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        ui()
+    else:
+        print(f"Browse it: {UI_URL}  (`make ui` serves it; Ctrl-C stops)")
+
+
+UI_PORT = 8788
+UI_URL = f"http://127.0.0.1:{UI_PORT}/"
+
+
+def ui() -> None:
+    """Serve `tracebox ui` over the demo bucket in the foreground until Ctrl-C."""
+    import socket
+
+    if not (OUT / ".tracebox.toml").exists():
+        sys.exit("no demo run here yet: run `make demo` first")
+    port = UI_PORT
+    with socket.socket() as s:  # a busy port (a second `make ui`): take a free one
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            port = 0
+    env = {**os.environ, **SANDBOX, "TRACEBOX_AGENT": "viewer"}
+    print(f"\n{BOLD}# browse the run: tracebox ui{RESET}", flush=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tracebox", "ui", "--port", str(port)], cwd=OUT, env=env
+    )
+    try:
+        child.wait()
+    except KeyboardInterrupt:
+        child.wait(timeout=10)
 
 
 def capture() -> None:
@@ -278,4 +314,4 @@ def capsules() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    ui() if sys.argv[1:] == ["--ui"] else main()

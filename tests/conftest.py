@@ -7,6 +7,8 @@ Fixtures
   For ``s3`` the AWS_* env vars of the server are set (monkeypatch), so code that reads the
   standard AWS environment, and ``cli`` subprocesses, talk to it.
 - ``cli``: runs ``python -m tracebox ARGS`` as a real subprocess; returns CompletedProcess.
+- ``browser`` (session): Debian's headless Chromium driven by Playwright (never a
+  downloaded browser), for the timeline and UI tests.
 
 Every test also runs with ``TRACEBOX_*`` env vars removed and the XDG config/data/state
 dirs pointed at a temp dir, so a developer's own config never leaks into a test.
@@ -42,7 +44,29 @@ AGENT_HOME_VARS = (
     "OPENCODE_DB",
     "HERMES_HOME",
 )
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 _STARTUP: list[float] = []  # seconds SeaweedFS took to become ready (for the summary)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: `make chromium` installs it"
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")
@@ -67,21 +91,27 @@ def pytest_terminal_summary(terminalreporter) -> None:
 # --------------------------------------------------------------------------- isolation
 
 
+def isolate(monkeypatch: pytest.MonkeyPatch, base: Path) -> Path:
+    """No TRACEBOX_* vars, no user config, and none of the machine's own agent sessions:
+    HOME and the XDG folders point under BASE (created), every agent's home-folder
+    override is unset. Returns the HOME. Module-scoped fixtures call it with a
+    ``pytest.MonkeyPatch.context()``: they run before any test's own isolation."""
+    for name in list(os.environ):
+        if name.startswith("TRACEBOX_") or name in AGENT_HOME_VARS:
+            monkeypatch.delenv(name)
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        (base / var.lower()).mkdir(parents=True)
+        monkeypatch.setenv(var, str(base / var.lower()))
+    (base / "home").mkdir()
+    monkeypatch.setenv("HOME", str(base / "home"))
+    return base / "home"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """No TRACEBOX_* vars, no user config, and none of the machine's own agent sessions:
-    HOME and every agent's home-folder override point into a temp dir."""
-    for name in list(os.environ):
-        if name.startswith("TRACEBOX_") or name in AGENT_HOME_VARS:
-            monkeypatch.delenv(name)
-    home = tmp_path_factory.mktemp("xdg")
-    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        (home / var.lower()).mkdir()
-        monkeypatch.setenv(var, str(home / var.lower()))
-    (home / "home").mkdir()
-    monkeypatch.setenv("HOME", str(home / "home"))
+    isolate(monkeypatch, tmp_path_factory.mktemp("xdg"))
 
 
 # --------------------------------------------------------------------------- bucket URLs

@@ -182,6 +182,12 @@ def test_pull_by_id_from_the_bucket_and_replay(session, tmp_path):
     ).read_bytes()
     rec = json.loads(tb("capsule", "replay", cid, "--json", cwd=root).stdout)  # by id: pulled
     assert rec["verdict"] == "reproduces"
+    # the verdict of a replay by id goes back to the bucket, beside the capsule
+    reps = sorted((root / "bucket" / "demo" / "capsules" / cid / "replays").iterdir())
+    assert len(reps) == 1
+    kept = json.loads(reps[0].read_text())
+    assert kept["verdict"] == "reproduces" and kept["against"] is None and kept["runs"]
+    assert "capsule.replayed" in tb("log", cwd=root).stdout
 
 
 def test_same_session_and_repository_give_the_same_id(session):
@@ -477,13 +483,13 @@ def test_capsules_validate_against_the_published_schema(session):
 
 
 FAKE_AGENT = r"""
-import json, os, sys, uuid
+import json, os, re, sys, uuid
 prompt = open(sys.argv[1]).read()
 assert "The add() tests fail" in prompt
 code = open("calc.py").read()
 open("calc.py", "w").write(code.replace("a - b", "a + b"))
-cwd = os.getcwd()
-folder = os.path.join(os.environ["HOME"], ".claude", "projects", cwd.replace("/", "-"))
+cwd = os.getcwd()  # Claude Code names the folder after it: every non-alphanumeric is "-"
+folder = os.path.join(os.environ["HOME"], ".claude", "projects", re.sub("[^A-Za-z0-9]", "-", cwd))
 os.makedirs(folder)
 sid = str(uuid.uuid4())
 def line(kind, message, n):

@@ -65,10 +65,12 @@ def test_two_generations_learn_and_a_stuck_agent_is_stopped(world):
     diff = _get(p, f"harness/{rid}/gen-2/{win['variant']}/diff.patch").decode()
     assert "service/counter.py" in diff and ("_lock" in diff or "itertools.count" in diff)
     assert win["validator_exit"] == 0 and win["calls"] >= 4
-    # coordination: each variant's step was claimed and completed; events were logged
+    # coordination: each variant's step was claimed and completed (blocked unless it
+    # solved the task); events were logged
     st = p.handoff(f"{rid}.g1.stubborn")
-    assert st["status"] == "complete"
+    assert st["status"] == "blocked"
     assert st["handoffs"][-1]["note"].startswith("stopped: same_failing")
+    assert p.handoff(f"{rid}.g2.{win['variant']}")["status"] == "complete"
     types = [e["type"] for e in p.log()]
     assert (
         types.count("harness.variant.stopped") == 2 and "harness.run.end" in types
@@ -264,9 +266,9 @@ def test_live_rules(monkeypatch):
 
 
 CLAUDE_LIKE = r"""
-import json, os, sys, uuid
-cwd = os.getcwd()
-folder = os.path.join(os.environ["HOME"], ".claude", "projects", cwd.replace("/", "-"))
+import json, os, re, sys, uuid
+cwd = os.getcwd()  # Claude Code names the folder after it: every non-alphanumeric is "-"
+folder = os.path.join(os.environ["HOME"], ".claude", "projects", re.sub("[^A-Za-z0-9]", "-", cwd))
 os.makedirs(folder, exist_ok=True)
 sid = str(uuid.uuid4())
 line = {"type": "user", "sessionId": sid, "cwd": cwd, "uuid": str(uuid.uuid4()),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import random
 import re
 from datetime import UTC, datetime, timedelta
@@ -15,17 +14,6 @@ import pytest
 
 from tracebox.coord.timeline import category_of, render_html
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 HOSTILE = "</script><script>alert(1)</script>"
 HOSTILE_IMG = '"><img src=x onerror=alert(2)>'
 START = datetime(2026, 11, 22, 4, 15, 0, 123456, tzinfo=UTC)
@@ -386,17 +374,6 @@ def test_ten_thousand_events_render_small() -> None:
 
 
 # --------------------------------------------------------------------------- browser tests
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing: `make chromium` installs it"
-    from playwright import sync_api
-
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class Watched:

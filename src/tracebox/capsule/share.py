@@ -5,6 +5,8 @@ Bucket layout under ``<project>/capsules/<id>/`` (docs/capsule.md §sharing)::
     capsule.json, capsule.md, bundle.tar.gz   the capsule's files, immutable
     status.json                               {state, fixed_in, verdict, by, at, issue,
                                                history} — changed only by CAS
+    replays/<time>-<agent>.json               one per replay of the pushed capsule:
+                                               {at, by, against, verdict, evidence, runs}
 
 ``push`` uploads the files (create-if-absent: the id names the content) and creates the
 status (``open``); ``pull`` downloads them and loads the capsule (which checks it);
@@ -124,6 +126,55 @@ def update_status(project, cid: str, **changes: Any) -> dict:
         return {**old, **changes, "by": project.agent, "at": iso(now()), "history": hist}
 
     return cas_loop(project.ctx, _key(cid, "status.json"), change)[1]
+
+
+MAX_REPLAYS_LISTED = 200
+
+
+def record_replay(project, cid: str, record: dict) -> dict:
+    """Keep a replay's verdict beside the pushed capsule (create-only, one object per
+    replay) and log ``capsule.replayed``; what maintainers found is then visible to the
+    reporter and in `tracebox ui`."""
+    from ..coord import events
+    from ..coord.context import iso, now
+
+    at = iso(now())
+    ev = record.get("evidence") or {}
+    doc = {
+        "capsule": cid,
+        "at": at,
+        "by": project.agent,
+        "against": record.get("against"),
+        "verdict": record.get("verdict"),
+        "evidence": {
+            k: ev.get(k) for k in ("reason", "summary", "exit_code", "expected_exit_code")
+        },
+        "runs": [
+            {k: r.get(k) for k in ("command", "exit_code", "seconds")}
+            for r in record.get("runs") or []
+        ][:20],
+    }
+    if record.get("agent"):
+        a = record["agent"]
+        doc["agent"] = {k: a.get(k) for k in ("command", "exit_code", "seconds", "metrics")}
+    stamp = at.replace(":", "").replace("-", "").replace(".", "")
+    ctx = project.ctx
+    ctx.create_json(_key(cid, f"replays/{stamp}-{project.agent}.json"), doc)
+    events.record(
+        ctx,
+        "capsule.replayed",
+        data={"capsule": cid, "against": doc["against"], "verdict": doc["verdict"]},
+    )
+    return doc
+
+
+def replays(project, cid: str) -> list[dict]:
+    """The recorded replays of a pushed capsule, oldest first."""
+    from ..coord.context import fetch_many
+
+    prefix = project.ctx.key(_key(cid, "replays/"))
+    keys = sorted(m.key for m in project.store.list(prefix) if m.key.endswith(".json"))
+    return [d for d in fetch_many(project.ctx, keys[-MAX_REPLAYS_LISTED:]) if d]
 
 
 def resolve(

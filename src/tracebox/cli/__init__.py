@@ -80,6 +80,9 @@ COMMANDS = {
             "A failing session as a replayable, scrubbed bug report.",
         ),
     },
+    "See": {
+        "ui": ("ui", "ui_cmd", "A web UI of the bucket: timeline (live), sessions, search, stats…"),
+    },
     "Record and replay": {
         "log": ("log", "log_cmd", "Print the run's timeline from the event log."),
         "event": ("log", "event_cmd", "Append a custom event to the log."),
@@ -120,7 +123,7 @@ def cli(ctx, bucket, project, agent, endpoint, region, profile):
     \b
     Start:    tracebox init --bucket ./runs --project demo --agent alice
     Work:     tracebox claim build && tracebox complete build --note "done" --to bob
-    Watch:    tracebox log --follow      tracebox replay --out run.html
+    Watch:    tracebox ui    tracebox log --follow    tracebox replay --out run.html
     Capture:  tracebox session mirror    tracebox search "connection refused"
     """
     ctx.obj = {

@@ -373,6 +373,7 @@ def replay_cmd(
     from ..config import parse_duration
 
     c = _load(ctx, capsule)
+    pulled = not os.path.exists(capsule)  # by id, from the bucket: the verdict goes back there
 
     def on_run(cmd, iso):
         if not as_json:
@@ -392,6 +393,11 @@ def replay_cmd(
         agent=agent_cmd,
         agent_timeout=parse_duration(agent_timeout, what="--agent-timeout"),
     )
+    if pulled:
+        from ..capsule import share
+        from ._common import open_project
+
+        share.record_replay(open_project(ctx, "capsule"), c.id, record)
     if as_json:
         emit_json(record)
     else:
@@ -444,15 +450,18 @@ def resolve_cmd(ctx, capsule, fixed_in, verify_, repo, note, as_json):
     from ._common import open_project
 
     c = _load(ctx, capsule)
+    project = open_project(ctx, "capsule resolve")
+    share.get_status(project, c.id)  # pushed? (before a replay that may take minutes)
     record = None
     if verify_:
         record = replay.replay(c, repo=repo, against=fixed_in)
+        share.record_replay(project, c.id, record)
         if record["verdict"] != "fixed":
             raise Refused(
                 f"replay against {fixed_in} says {record['verdict']}: "
                 f"{(record.get('evidence') or {}).get('reason', '')}; not marking it resolved"
             )
-    status = share.resolve(open_project(ctx, "capsule resolve"), c.id, fixed_in, record, note)
+    status = share.resolve(project, c.id, fixed_in, record, note)
     if as_json:
         return emit_json(status)
     click.echo(

@@ -27,10 +27,19 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["CATEGORIES", "category_of", "render_html"]
+__all__ = ["CATEGORIES", "category_of", "parts", "render_html"]
 
 #: Event categories, in legend order. The ``type`` prefix before the first dot picks one.
-CATEGORIES: tuple[str, ...] = ("claim", "step", "message", "memory", "artifact", "other")
+CATEGORIES: tuple[str, ...] = (
+    "claim",
+    "step",
+    "message",
+    "memory",
+    "artifact",
+    "llm",
+    "tool",
+    "other",
+)
 _CATEGORY_INDEX = {name: i for i, name in enumerate(CATEGORIES)}
 
 _SUMMARY_MAX = 240
@@ -66,6 +75,21 @@ def render_html(events: list[dict], *, title: str = "tracebox run") -> str:
 
 
 # --------------------------------------------------------------------------- payload
+
+
+def parts(events: list[dict], *, title: str = "tracebox run") -> dict[str, str]:
+    """What `tracebox ui` embeds in its own page: ``css``, ``js`` (to serve as files),
+    ``body`` (the timeline's markup) and ``data`` (the ``<script type="application/json"
+    id="tb-data">`` block holding the events, escaped like in ``render_html``)."""
+    start = _TEMPLATE.index('<header class="top">')
+    end = _TEMPLATE.index('<script type="application/json"')
+    data = _json_for_script(_build_payload(events, title))
+    return {
+        "css": _CSS,
+        "js": _JS,
+        "body": _TEMPLATE[start:end].replace("@@TITLE@@", _html_text(title)),
+        "data": f'<script type="application/json" id="tb-data">{data}</script>',
+    }
 
 
 def _build_payload(events: list[dict], title: str) -> dict[str, Any]:
@@ -247,6 +271,8 @@ def _variant(etype: str, data: dict) -> str:
         return "broadcast"
     if etype == "memory.delete":
         return "delete"
+    if etype in ("llm.call", "tool.call") and data.get("error"):
+        return "error"
     return ""
 
 
@@ -303,6 +329,13 @@ def _summary(etype: str, d: dict) -> str:
         return f"{text} ({', '.join(extra)})" if extra else text
     if etype == "agent.heartbeat":
         return "heartbeat"
+    if etype == "llm.call":
+        tokens = [f"{k} {d[k]:,}" for k in ("input", "output") if isinstance(d.get(k), int)]
+        text = " · ".join([g("model") or "model call", *tokens])
+        return f"{text} · error: {g('error')}" if g("error") else text
+    if etype == "tool.call":
+        text = f"{g('tool') or 'tool'} {g('arguments')}".strip()
+        return f"{text} → error: {g('error')}" if g("error") else text
     return _text(d) if d else ""
 
 
@@ -474,7 +507,8 @@ _CSS = """
 :root {
   --bg: #f5f6f8; --card: #fff; --ink: #1f2430; --muted: #6b7280; --line: #e4e7ec;
   --accent: #4f46e5; --claim: #7c3aed; --step: #16a34a; --message: #2563eb;
-  --memory: #db2777; --artifact: #ea580c; --other: #64748b; --blocked: #dc2626;
+  --memory: #db2777; --artifact: #ea580c; --llm: #0d9488; --tool: #a16207;
+  --other: #64748b; --blocked: #dc2626;
   --review: #eab308;
 }
 * { box-sizing: border-box; }
@@ -578,6 +612,7 @@ main {
 .c-claim { --c: var(--claim); } .c-step { --c: var(--step); }
 .c-message { --c: var(--message); } .c-memory { --c: var(--memory); }
 .c-artifact { --c: var(--artifact); } .c-other { --c: var(--other); }
+.c-llm { --c: var(--llm); } .c-tool { --c: var(--tool); } .v-error { --c: var(--blocked); }
 .v-blocked { --c: var(--blocked); } .v-review { --c: var(--review); }
 .m { fill: var(--c); stroke: #fff; stroke-width: 1.2; cursor: pointer; }
 .m:hover { stroke: var(--ink); stroke-width: 1.6; }
@@ -659,13 +694,18 @@ pre {
 """
 
 _JS = r"""
-(() => {
+// tbTimeline() draws #tb-data into the page; `tracebox ui` calls it again after a live
+// update (new data, fresh container) and the view, filters and selection carry over
+// through window.tbTimelineState.
+window.tbTimeline = function tbTimeline() {
   "use strict";
   const NS = "http://www.w3.org/2000/svg";
   const D = JSON.parse(document.getElementById("tb-data").textContent);
   const EV = D.events, R = D.rows, AG = D.agents, CATS = D.categories;
   const T = 0, A = 1, C = 2, V = 3, TY = 4, ST = 5, SU = 6;  // row fields
-  const LABEL_W = 160, RIGHT = 20, AXIS_H = 32, MARK_Y = 18, LANE_BASE = 32, SLOT_H = 13;
+  // lane labels: wide enough for the longest agent name (within 130..250 px)
+  const LABEL_CH = Math.min(34, Math.max(16, ...AG.map((a) => a.length)));
+  const LABEL_W = Math.round(LABEL_CH * 7.2 + 30), RIGHT = 20, AXIS_H = 32, MARK_Y = 18, LANE_BASE = 32, SLOT_H = 13;
   const ROW_H = 28, DENSE = 600;
   // Mark shapes as relative path commands from the mark's centre: "M x,y" + SHAPES[name].
   const poly = (pts) => `m${pts[0]}l` + pts.slice(1).map((p, j) =>
@@ -682,10 +722,13 @@ _JS = r"""
     message: poly([[0, -5.5], [5.5, 4.5], [-5.5, 4.5]]),
     memory: poly([[-5.5, 0], [-2.75, -4.8], [2.75, -4.8], [5.5, 0], [2.75, 4.8], [-2.75, 4.8]]),
     artifact: poly(star),
+    llm: poly([[-1.6, -6.5], [1.6, -6.5], [1.6, 6.5], [-1.6, 6.5]]),
+    tool: poly([[-4.5, -4], [4.5, -4], [0, 5]]),
     other: circle(3.5),
   };
   const CAT_LABEL = { claim: "Claims", step: "Steps & handoffs", message: "Messages",
-    memory: "Memory", artifact: "Artifacts", other: "Other" };
+    memory: "Memory", artifact: "Artifacts", llm: "Model calls", tool: "Tool calls",
+    other: "Other" };
   const $ = (id) => document.getElementById(id);
 
   function h(tag, cls, text) {
@@ -751,8 +794,15 @@ _JS = r"""
     full = [D.range[0] - p, D.range[1] + p];
   }
   const multiDay = !!D.range && D.range[1] - D.range[0] > 864e5;
-  const state = { agentOn: AG.map(() => true), catOn: CATS.map(() => true), sel: -1,
-    view: full && full.slice() };
+  const kept = window.tbTimelineState || null;  // from before a live update
+  const state = { agentOn: AG.map((n) => !(kept && kept.agentsOff.includes(n))),
+    catOn: CATS.map((c) => !(kept && kept.catsOff.includes(c))), sel: -1,
+    view: kept && kept.view && full ? kept.view.slice() : full && full.slice() };
+  window.tbTimelineSave = () => {
+    window.tbTimelineState = { view: state.view && state.view.slice(),
+      agentsOff: AG.filter((_, a) => !state.agentOn[a]),
+      catsOff: CATS.filter((_, j) => !state.catOn[j]) };
+  };
   const linkOf = new Map(D.links.map((l) => [l[0], l]));
   const nTimed = R.reduce((n, r) => n + (r[T] !== null ? 1 : 0), 0);  // timed rows come first
   const svg = $("tb-svg"), lanesBox = $("tb-lanes"), tip = $("tb-tip");
@@ -784,7 +834,7 @@ _JS = r"""
     }
     AG.forEach((name, a) => {
       const lab = h("label", "chip"), cb = h("input");
-      cb.type = "checkbox"; cb.checked = true; cb.value = name; cb.dataset.agent = a;
+      cb.type = "checkbox"; cb.checked = state.agentOn[a]; cb.value = name; cb.dataset.agent = a;
       cb.addEventListener("change", () => { state.agentOn[a] = cb.checked; changed(); });
       lab.title = name;
       lab.append(cb, h("span", "name", name), h("span", "n", String(perAgent[a])));
@@ -792,7 +842,7 @@ _JS = r"""
     });
     CATS.forEach((c, j) => {
       const lab = h("label", "chip"), cb = h("input");
-      cb.type = "checkbox"; cb.checked = true; cb.value = c;
+      cb.type = "checkbox"; cb.checked = state.catOn[j]; cb.value = c;
       cb.addEventListener("change", () => { state.catOn[j] = cb.checked; changed(); });
       lab.append(cb, swatch(c, `m c-${c}`, 12), h("span", "name", CAT_LABEL[c] || c),
         h("span", "n", String(perCat[j])));
@@ -807,7 +857,8 @@ _JS = r"""
     const legend = [["lease", "lease", "claim lease"], ["takeover", "m c-claim v-takeover", "takeover"],
       ["step", "m c-step", "handoff"], ["step", "m c-step v-blocked", "blocked"],
       ["step", "m c-step v-review", "needs review"], ["arrow", "link l-message", "message"],
-      ["message", "m c-message v-broadcast", "broadcast"], ["arrow", "link l-handoff", "handoff to"]];
+      ["message", "m c-message v-broadcast", "broadcast"], ["arrow", "link l-handoff", "handoff to"],
+      ["tool", "m c-tool v-error", "failed tool call"]];
     for (const [shape, cls, text] of legend) {
       const s = h("span");
       s.append(swatch(shape, cls, shape === "lease" || shape === "arrow" ? 20 : 14), text);
@@ -852,7 +903,7 @@ _JS = r"""
       const g = add(gLabel, "g", {});
       add(g, "title", {}).textContent = AG[ln.a];
       add(g, "text", { x: 16, y: ln.y + MARK_Y + 4, class: "lane-label" }).textContent =
-        clip(AG[ln.a], 19);
+        clip(AG[ln.a], LABEL_CH);
       add(g, "text", { x: 16, y: ln.y + MARK_Y + 19, class: "lane-sub" }).textContent =
         plural(perAgent[ln.a], "event");
     });
@@ -1031,6 +1082,7 @@ _JS = r"""
     for (const [k, v] of fields) {
       dl.append(h("dt", "", k), h("dd", "", v));
     }
+    if (window.tbDetails) window.tbDetails(EV[i], dl, h);  // a host page's extra fields
     $("tb-json").textContent = JSON.stringify(EV[i], null, 2);
   }
   function stepSel(delta) {
@@ -1115,6 +1167,9 @@ _JS = r"""
   }
   refilter();
   render();
+  if (window.tbTimelineResize) window.removeEventListener("resize", window.tbTimelineResize);
+  window.tbTimelineResize = schedule;
   window.addEventListener("resize", schedule);
-})();
+};
+window.tbTimeline();
 """

@@ -15,6 +15,7 @@ import html
 import json
 from typing import Any
 
+from .. import svg
 from ..errors import NotFound
 from .run import key
 
@@ -116,48 +117,18 @@ def markdown(project, run_id: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _bars(
-    title: str, values: list[tuple[str, float]], color: str, ymax: float | None = None
-) -> str:
-    """A small SVG bar chart (no script, no external reference)."""
-    w, h, pad = 360, 180, 28
-    ymax = ymax or max([v for _, v in values] + [1])
-    n = max(1, len(values))
-    bw = (w - 2 * pad) / n
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="{html.escape(title)}">',
-        f'<text x="{w / 2}" y="14" text-anchor="middle" font-size="12">{html.escape(title)}</text>',
-        f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#888"/>',
-    ]
-    for i, (label, v) in enumerate(values):
-        bh = (h - 2 * pad - 10) * (v / ymax if ymax else 0)
-        x = pad + i * bw + bw * 0.15
-        y = h - pad - bh
-        parts.append(
-            f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw * 0.7:.1f}" height="{bh:.1f}" fill="{color}"><title>{html.escape(label)}: {v:g}</title></rect>'
-        )
-        parts.append(
-            f'<text x="{x + bw * 0.35:.1f}" y="{y - 3:.1f}" text-anchor="middle" font-size="11">{v:g}</text>'
-        )
-        parts.append(
-            f'<text x="{x + bw * 0.35:.1f}" y="{h - pad + 14}" text-anchor="middle" font-size="11">{html.escape(label)}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
 def html_report(project, run_id: str) -> str:
     run = load(project, run_id)
     gens = run["generations"]
     winner, diff = _winner(project, run_id, run)
     n_variants = len(run["config"]["variants"])
-    solved = _bars(
+    solved = svg.bars(
         "solved per generation",
         [(f"gen {g['generation']}", g["solved"]) for g in gens],
         "#2e7d32",
         ymax=n_variants,
     )
-    obs = _bars(
+    obs = svg.bars(
         "observations accumulated",
         [(f"gen {g['generation']}", sum((g.get("observations") or {}).values())) for g in gens],
         "#1565c0",

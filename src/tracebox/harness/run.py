@@ -103,7 +103,8 @@ def run_variant(task: VariantTask) -> dict:
 
     cfg = task.cfg
     variant = cfgmod.Variant(**task.variant)
-    agent_id = task.session  # the variant acts as its own tracebox agent
+    # the variant acts as its own tracebox agent (short: the run's name, not its time)
+    agent_id = f"{cfg['name']}.g{task.generation}.{variant.name}"
     project = open_project(task.bucket, task.project, agent_id, **task.s3)
     scrub = Scrubber(config=project.settings.raw.get("scrub")).scrub_text
     base = os.path.join(task.workroot, f"g{task.generation}")
@@ -202,8 +203,11 @@ def run_variant(task: VariantTask) -> dict:
                 },
             )
         outcome = "solved" if solved else ("stopped" if stopped else "failed")
-        project.complete(
-            step, note=f"{outcome}: {stopped or _tail(v_out, 200)}", epoch=lease["epoch"]
+        project.complete(  # a failed or stopped attempt shows as blocked (red) on the timeline
+            step,
+            note=f"{outcome}: {stopped or _tail(v_out, 200)}",
+            epoch=lease["epoch"],
+            blocked=not solved,
         )
         events.record(
             project.ctx,
