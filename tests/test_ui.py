@@ -396,6 +396,69 @@ def test_a_live_event_appears_while_an_agent_acts(world, browser):
         w.close()
 
 
+def test_a_model_call_through_the_proxy_appears_live(world, browser):
+    """The runs page relays the running proxy's feed: a call made with the official
+    OpenAI SDK through `tracebox proxy` shows in the live feed as it happens."""
+    import openai
+
+    from tracebox.capture.proxy.server import state_file
+
+    model = scenario.ModelServer()
+    env = {
+        **os.environ,
+        "TRACEBOX_BUCKET": world["bucket"],
+        "TRACEBOX_PROJECT": "demo",
+        "TRACEBOX_AGENT": "erin",
+    }
+    proxy = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tracebox",
+            "proxy",
+            "--port",
+            "0",
+            "--upstream",
+            f"openai={model.url}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    w = Page(browser, world["url"])
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(state_file()) and time.monotonic() < deadline:
+            assert proxy.poll() is None, proxy.stderr.read()
+            time.sleep(0.05)
+        url = json.loads(Path(state_file()).read_text())["url"]
+        page = w.goto("/runs")
+        deadline = time.monotonic() + 15  # the page's EventSource, relayed by the UI
+        while (
+            json.loads(urllib.request.urlopen(url + "/_tracebox/status").read())["feed"][
+                "subscribers"
+            ]
+            < 1
+        ):
+            assert time.monotonic() < deadline, "the page never subscribed to the proxy's feed"
+            time.sleep(0.1)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="sk-test", max_retries=0)
+        reply = client.chat.completions.create(
+            model="gpt-live", messages=[{"role": "user", "content": "fix the counter"}]
+        )
+        assert reply.choices[0].message.tool_calls  # the scripted model answered
+        page.wait_for_selector("#live-feed li.call:has-text('call.end')", timeout=15_000)
+        assert "gpt-live" in page.locator("#live-feed li.call").first.inner_text()
+        w.shot("runs-live-call")
+        w.assert_clean()
+    finally:
+        w.close()
+        proxy.terminate()
+        proxy.wait(20)
+        model.close()
+
+
 def test_read_only_and_token(world):
     req = urllib.request.Request(world["url"] + "/runs", data=b"x", method="POST")
     with pytest.raises(urllib.error.HTTPError) as err:

@@ -55,13 +55,20 @@
   function connectFeed() {
     if (source || !toggle.checked || !window.EventSource) return;
     source = new EventSource("/api/feed");
-    source.onmessage = (m) => {
+    const show = (m) => {
       try {
         const ev = JSON.parse(m.data);
         if (!ev.type || !ev.type.startsWith("call.")) return;
-        addFeed(`${(ev.time || "").slice(11, 23)}  ${ev.agent || ev.session || "?"}  ${ev.type}  ${ev.model || ""}`, "call");
+        const what = ev.type === "call.tool_call" ? `${ev.model || ""} → ${ev.tool || "tool"}` : ev.model || "";
+        addFeed(`${(ev.time || "").slice(11, 23)}  ${ev.agent || ev.session || "?"}  ${ev.type}  ${what}`,
+          ev.type === "call.error" ? "call bad" : "call");
       } catch (_) { /* not an event */ }
     };
+    // the proxy names each event by its type (SSE "event:" lines)
+    for (const t of ["call.start", "call.first_token", "call.tool_call", "call.end", "call.error"]) {
+      source.addEventListener(t, show);
+    }
+    source.onmessage = show;
     source.onerror = () => { source.close(); source = null; };  // no proxy running: retried later
   }
 
