@@ -646,9 +646,10 @@ def _make_read_only(path: Path):
         mode = path.stat().st_mode
         path.chmod(0o555)
         return lambda: path.chmod(mode)
-    chattr = shutil.which("chattr")
-    if not chattr or subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode:
-        pytest.skip("running as root without chattr +i: cannot make a folder read-only")
+    chattr = shutil.which("chattr")  # e2fsprogs: part of every Debian system
+    assert chattr, "running as root without chattr (e2fsprogs): cannot make a folder read-only"
+    r = subprocess.run([chattr, "+i", str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, f"chattr +i {path}: {r.stderr.strip()}"
     return lambda: subprocess.run([chattr, "-i", str(path)], check=True)
 
 
