@@ -79,13 +79,6 @@ class MemorySink:
         return {"kind": "memory", "held": len(self.exchanges), "submitted": self.submitted}
 
 
-class _Head(msgspec.Struct):
-    model: str | None = None
-
-
-_head = msgspec.json.Decoder(_Head)
-
-
 class _ClientGone(Exception):
     """The client disconnected before its request body was read."""
 
@@ -210,15 +203,15 @@ class ProxyApp:
             x.request_body = body[: self.capture_limit]
             if len(body) > self.capture_limit:
                 x.extra = {"request_truncated": len(body)}
-            publishing = self.feed.has_subscribers
-            if publishing and self.attributor is not None:
-                # only live watchers need the session now (it may mean parsing a large
+            if self.feed.has_subscribers:
+                # only live watchers need the request read now (it may mean parsing a large
                 # history); the store attributes every call again when it ships it
-                self._attributor_says(x, body)
-            if publishing:
-                state.model = _model(route, body)
+                state.request = request = _request_doc(body)
+                if self.attributor is not None:
+                    self._attributor_says(x, request)
+                state.model = _model(route, request)
                 event = {**self._event(x, "call.start", state), "method": x.method}
-                results = providers.tool_results(route.provider, body)
+                results = providers.tool_results(route.provider, request)
                 if results:
                     event["tool_results"] = results  # what the agent reports back this turn
                 self.feed.publish(event)
@@ -309,9 +302,9 @@ class ProxyApp:
                     x.response_body = x.response_body[: self.capture_limit]
                     x.extra = {**(x.extra or {}), "response_truncated": True}
 
-    def _attributor_says(self, x: Exchange, body: bytes) -> None:
+    def _attributor_says(self, x: Exchange, request: Any) -> None:
         try:
-            session, agent = self.attributor.session_for(x.provider, body, x.request_headers)
+            session, agent = self.attributor.session_for(x.provider, request, x.request_headers)
         except Exception as e:  # attribution must never break forwarding
             x.extra = {**(x.extra or {}), "attribution_error": _short(e)}
             return
@@ -339,8 +332,9 @@ class ProxyApp:
             health["sink_error"] = _short(e)
         if not self.feed.has_subscribers:
             return
-        summary = providers.summarize(
-            x.provider, x.request_body, x.response_body, x.streamed, x.path
+        request = state.request if state.request is not _UNREAD else _request_doc(x.request_body)
+        summary, reply = providers.read_reply(
+            x.provider, request, x.response_body, x.streamed, x.path
         )
         event = self._event(x, "call.error" if failed else "call.end", state)
         event.update(
@@ -355,9 +349,7 @@ class ProxyApp:
             first_token_ms=state.first_token_ms,
             total_ms=x.total_ms,
             client_disconnected=x.client_disconnected,
-            response_digest=providers.response_digest(x.provider, x.response_body, x.streamed)
-            if not failed
-            else None,
+            response_digest=None if failed else providers.response_digest(x.provider, reply),
         )
         if not x.streamed:  # streamed tool calls were published as they arrived
             for call in summary["tool_calls"]:
@@ -458,13 +450,17 @@ class ProxyApp:
 class _CallState:
     """What one call's parts share while it runs."""
 
-    __slots__ = ("client_gone", "done", "first_token_ms", "model")
+    __slots__ = ("client_gone", "done", "first_token_ms", "model", "request")
 
     def __init__(self) -> None:
         self.client_gone = False
         self.done = False
         self.first_token_ms: float | None = None
         self.model: str | None = None
+        self.request: Any = _UNREAD  # the parsed request body, once something needed it
+
+
+_UNREAD = object()
 
 
 async def _watch(receive, state: _CallState, task: asyncio.Task | None) -> None:
@@ -550,13 +546,15 @@ def _attribute(x: Exchange, headers: list[tuple[bytes, bytes]]) -> None:
         x.agent = found[b"x-tracebox-agent"].decode("latin-1")[:200]
 
 
-def _model(route: providers.Route, body: bytes) -> str | None:
+def _request_doc(body: bytes) -> Any:
+    return providers.wire.loads(body, providers.wire.MAX_BODY_BYTES) if body[:1] == b"{" else None
+
+
+def _model(route: providers.Route, request: Any) -> str | None:
     if route.provider == "gemini":
         return providers.gemini.model_from_path(route.path)
-    try:
-        return _head.decode(body).model if body[:1] == b"{" else None
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return None
+    model = request.get("model") if isinstance(request, dict) else None
+    return model if isinstance(model, str) else None
 
 
 # -- replies of the proxy's own -------------------------------------------------------------

@@ -62,8 +62,6 @@ class Shipper:
         # a restarted shipper goes on counting where the one before it stopped
         before = sp.read_json(os.path.join(root, sp.SHIPPER)) or {}
         self.rejected = int(before.get("rejected") or 0)
-        self.last_error: str | None = before.get("last_error")
-        self.last_error_at: str | None = before.get("last_error_at")
         self._die_after = int(os.environ.get("TRACEBOX_TEST_SPOOL_DIE_AFTER_BATCHES") or 0)
         self._batches = 0
 
@@ -139,17 +137,20 @@ class Shipper:
         self._error(e)
 
     def _error(self, e: BaseException) -> None:
-        self.last_error, self.last_error_at = _report(self.root, e, self.rejected)
+        _report(self.root, e, self.rejected)
 
 
-def _report(root: str, e: BaseException, rejected: int = 0) -> tuple[str, str]:
-    """Write ``shipper.json``: the last error (one line) and the rejected count."""
+def _report(root: str, e: BaseException, rejected: int | None = None) -> None:
+    """Write ``shipper.json``: the last error (one line) and the rejected count (kept as
+    it was when ``rejected`` is None)."""
     from ...coord.context import iso, now
 
+    path = os.path.join(root, sp.SHIPPER)
+    if rejected is None:
+        rejected = int((sp.read_json(path) or {}).get("rejected") or 0)
     error, at = " ".join(f"{type(e).__name__}: {e}".split())[:300], iso(now())
     doc = {"pid": os.getpid(), "rejected": rejected, "last_error": error, "last_error_at": at}
-    sp.write_json(os.path.join(root, sp.SHIPPER), doc, fsync=False)
-    return error, at
+    sp.write_json(path, doc, fsync=False)
 
 
 # -- running it -----------------------------------------------------------------------------

@@ -154,16 +154,16 @@ def encode_record(x: Exchange) -> bytes:
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def read_records(path: str, offset: int, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-    """``(offset after, payload)`` of each whole, valid record from ``offset`` (at most up to
-    ``end``). Stops at the first incomplete or damaged record."""
+def read_records(path: str, offset: int) -> Iterator[tuple[int, bytes]]:
+    """``(offset after, payload)`` of each whole, valid record from ``offset``. Stops at the
+    first incomplete or damaged record."""
     with open(path, "rb") as f:
         if offset == 0:
             if f.read(len(MAGIC)) != MAGIC:
                 return
             offset = len(MAGIC)
         f.seek(offset)
-        limit = end if end is not None else os.fstat(f.fileno()).st_size
+        limit = os.fstat(f.fileno()).st_size
         while offset + HEADER.size <= limit:
             size, crc = HEADER.unpack(f.read(HEADER.size))
             if size > MAX_RECORD_BYTES or offset + HEADER.size + size > limit:
@@ -345,7 +345,8 @@ class Spool:
         """Depth (records, bytes), oldest unshipped exchange's age, shipping counters."""
         cur, pending = self._progress()
         depth_bytes, oldest = 0, None
-        for seq in segments(self.root):
+        present = segments(self.root)
+        for seq in present:
             if seq < cur["segment"]:
                 continue
             try:
@@ -378,7 +379,7 @@ class Spool:
             "rejected": int(report.get("rejected") or 0),
             "last_error": report.get("last_error"),
             "last_error_at": report.get("last_error_at"),
-            "segments": len(segments(self.root)),
+            "segments": len(present),
         }
 
     def drain(self, timeout: float = 30.0) -> bool:

@@ -48,12 +48,13 @@ from ...trace.model import (
     Usage,
 )
 from .exchange import Exchange
+from .providers import read_reply, wire
+from .providers.wire import MAX_BODY_BYTES, loads
 
 CALLS = "calls/"
 BY_SESSION = "calls-by-session/"
 BLOBS = "blobs/"
 RECORD_VERSION = 1
-MAX_BODY_BYTES = 64 << 20  # a request/response body larger than this is stored cut
 MAX_INLINE_META = 16 << 10  # response metadata larger than this goes to a node
 MAX_RAW_CHARS = 2000  # of an error body shown in a step's error message
 _CACHE_ENTRIES = 200_000  # raw node id → scrubbed node id, node ids known to be stored
@@ -118,15 +119,6 @@ class _Lru:
 # -- parsing bodies ----------------------------------------------------------------------
 
 
-def _json(body: bytes) -> Any:
-    if not body or len(body) > MAX_BODY_BYTES:
-        return None
-    try:
-        return _decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return None
-
-
 def request_chain(provider: str, body: Any) -> tuple[dag.RequestParts, list[dag.Node]]:
     """The request cut into parts, and its chain of (unscrubbed) nodes."""
     parts = dag.split_request(provider, body)
@@ -169,7 +161,7 @@ class Attributor:
         body = request_body
         if isinstance(body, bytes | bytearray):
             named = any(k.lower() in _SESSION_HEADERS and v for k, v in headers.items())
-            body = None if named else _json(bytes(body))
+            body = None if named else loads(bytes(body), MAX_BODY_BYTES)
         a = self.attribute(provider, body, headers)
         return a.session, a.agent
 
@@ -342,10 +334,8 @@ class CallStore:
         return self._node(batch, dag.make_node(dag.ROOT, dag.canonical(value)), dag.ROOT)
 
     def _prepare(self, x: Exchange, batch: _Batch) -> None:
-        from .providers import reassemble, summarize
-
         cid = call_id(x)
-        body = _json(x.request_body)
+        body = loads(x.request_body, MAX_BODY_BYTES)
         parts, raw_chain = request_chain(x.provider, body)
         headers = {**x.request_headers}
         if x.session:
@@ -364,11 +354,12 @@ class CallStore:
         if body is None and x.request_body:
             request["raw"] = self._root(batch, _text(x.request_body))
 
-        summary = summarize(x.provider, x.request_body, x.response_body, x.streamed, x.path)
-        if x.streamed:  # kept as the messages it carried, like a non-streamed reply
-            response_obj = reassemble(x.provider, x.response_body) if x.response_body else None
-        else:
-            response_obj = _json(x.response_body)
+        # a streamed reply is kept as the messages it carried, like a non-streamed one
+        summary, response_obj = read_reply(x.provider, body, x.response_body, x.streamed, x.path)
+        if response_obj is None and not x.streamed and len(x.response_body) > wire.MAX_EVENT_BYTES:
+            response_obj = loads(
+                x.response_body, MAX_BODY_BYTES
+            )  # too big for the event reader, not for us
         messages, meta = dag.response_messages(x.provider, response_obj)
         raw_response = dag.chain(
             [dag.canonical(m) for m in messages], parent=raw_chain[-1].id if raw_chain else dag.ROOT

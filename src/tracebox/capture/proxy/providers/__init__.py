@@ -136,14 +136,29 @@ def summarize(
     """Model, usage, tool calls, stop reason and error of one exchange (best effort: a
     malformed or truncated body gives what could be read). ``path`` lets Gemini name the
     model, which only its URL carries."""
+    request = loads(request_body) if request_body else None
+    return read_reply(provider, request, response_body, streamed, path)[0]
+
+
+def read_reply(
+    provider: str, request: Any, response_body: bytes, streamed: bool, path: str = ""
+) -> tuple[dict[str, Any], Any]:
+    """``(summary, reply)`` of one exchange from one parse of its response body: the
+    summary as ``summarize`` gives it, and the reply as a non-streamed call returns it
+    (a streamed one reassembled; None when unreadable). ``request`` is the parsed request."""
     parser = PARSERS.get(provider)
     if parser is None:
-        return Summary().to_dict()
-    request = loads(request_body) if request_body else None
-    s = parser[1](request if isinstance(request, dict) else {}, events(response_body, streamed))
+        return Summary().to_dict(), (None if streamed else loads(response_body))
+    evs = events(response_body, streamed) if response_body else []
+    s = parser[1](request if isinstance(request, dict) else {}, evs)
     if provider == "gemini" and not s.model:
         s.model = gemini.model_from_path(path)
-    return s.to_dict()
+    if not streamed:
+        reply = evs[0] if len(evs) == 1 else loads(response_body)
+    else:
+        fn = REASSEMBLERS.get(provider)
+        reply = fn(evs) if fn is not None and evs else None
+    return s.to_dict(), reply
 
 
 def reassemble(provider: str, response_body: bytes) -> dict | None:
@@ -219,12 +234,11 @@ def _command(args: Any) -> str | None:
     return None
 
 
-def tool_results(provider: str, body: bytes) -> list[dict[str, Any]]:
-    """The tool results a request sends back (its last turn): ``{tool, command, failed}``
-    each, the command taken from the matching tool call. ``failed`` is the API's own flag
-    (Anthropic ``is_error``), else read from the text (``Exit code 1``, ``Error:``,
-    ``Traceback``, ``FAILED``…). Best effort; never raises."""
-    doc = loads(body) if body[:1] == b"{" else None
+def tool_results(provider: str, doc: Any) -> list[dict[str, Any]]:
+    """The tool results a request (parsed: ``doc``) sends back in its last turn: ``{tool,
+    command, failed}`` each, the command taken from the matching tool call. ``failed`` is
+    the API's own flag (Anthropic ``is_error``), else read from the text (``Exit code 1``,
+    ``Error:``, ``Traceback``, ``FAILED``…). Best effort; never raises."""
     if not isinstance(doc, dict):
         return []
     items = doc.get("messages") if provider != "openai-responses" else doc.get("input")
@@ -281,14 +295,14 @@ def tool_results(provider: str, body: bytes) -> list[dict[str, Any]]:
     return out[-16:]
 
 
-def response_digest(provider: str, body: bytes, streamed: bool) -> str | None:
+def response_digest(provider: str, reply: Any) -> str | None:
     """A short hash of what the model answered (its assistant messages, ids left out), so
-    identical answers in a row can be noticed; None when nothing could be read."""
+    identical answers in a row can be noticed; None when nothing could be read. ``reply``
+    is the reply object ``read_reply`` gives."""
     import hashlib
 
     from ....trace import dag
 
-    reply = reassemble(provider, body) if streamed else loads(body)
     messages, _ = dag.response_messages(provider, reply)
     if not messages:
         return None

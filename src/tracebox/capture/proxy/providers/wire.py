@@ -20,6 +20,7 @@ import msgspec
 from ....trace.model import Usage
 
 MAX_EVENT_BYTES = 16 << 20  # a single event line larger than this is skipped, not decoded
+MAX_BODY_BYTES = 64 << 20  # a request/response body larger than this is not decoded (stored cut)
 
 _decode = msgspec.json.decode
 
@@ -42,9 +43,10 @@ class Summary:
         }
 
 
-def loads(data: bytes | str) -> Any:
-    """JSON or None (malformed, oversized or invalid UTF-8 input is not an error here)."""
-    if len(data) > MAX_EVENT_BYTES:
+def loads(data: bytes | str, limit: int = MAX_EVENT_BYTES) -> Any:
+    """JSON or None (malformed, longer than ``limit`` or invalid UTF-8 input is not an
+    error here)."""
+    if not data or len(data) > limit:
         return None
     try:
         return _decode(data)
@@ -117,11 +119,11 @@ def error_message(doc: dict) -> str | None:
 MAX_INDEX = 4096  # a stream's block/choice/tool index beyond this is not believed
 
 
-def index(value: Any, default: int = 0) -> int | None:
-    """A stream's ``index`` field: a small non-negative int, ``default`` when absent,
-    None when it is something else (hostile or broken input is skipped, not trusted)."""
+def index(value: Any) -> int | None:
+    """A stream's ``index`` field: a small non-negative int, 0 when absent, None when it
+    is something else (hostile or broken input is skipped, not trusted)."""
     if value is None:
-        return default
+        return 0
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INDEX:
         return value
     return None
