@@ -590,6 +590,21 @@ def test_malformed_bodies_do_not_break_summaries():
                 }
 
 
+def test_response_digest_ignores_minted_ids():
+    """The same tool call answered twice digests the same (ids differ every time), so the
+    harness's repeated_responses rule can see a model repeating itself."""
+
+    def answer(call_id: str, command: str) -> dict:
+        block = {"type": "tool_use", "id": call_id, "name": "Bash", "input": {"command": command}}
+        return {"id": f"msg_{call_id}", "role": "assistant", "content": [block]}
+
+    a = providers.response_digest("anthropic", answer("toolu_1", "make test"))
+    b = providers.response_digest("anthropic", answer("toolu_2", "make test"))
+    c = providers.response_digest("anthropic", answer("toolu_3", "make lint"))
+    assert a is not None and a == b and a != c
+    assert providers.response_digest("anthropic", None) is None
+
+
 # -- the real command --------------------------------------------------------------------
 
 

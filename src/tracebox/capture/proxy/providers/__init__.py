@@ -306,4 +306,18 @@ def response_digest(provider: str, reply: Any) -> str | None:
     messages, _ = dag.response_messages(provider, reply)
     if not messages:
         return None
-    return hashlib.sha256(b"\n".join(dag.canonical(m) for m in messages)).hexdigest()[:16]
+    text = b"\n".join(dag.canonical(_without_ids(m)) for m in messages)
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+_ID_KEYS = frozenset(("id", "call_id"))
+
+
+def _without_ids(value: Any) -> Any:
+    """``value`` minus the ids the API mints per answer (tool-call ids differ every time
+    the same call is made)."""
+    if isinstance(value, dict):
+        return {k: _without_ids(v) for k, v in value.items() if k not in _ID_KEYS}
+    if isinstance(value, list):
+        return [_without_ids(v) for v in value]
+    return value
