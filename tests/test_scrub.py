@@ -487,3 +487,40 @@ def test_an_unwritable_cache_only_costs_the_compile(monkeypatch, tmp_path):
     blocked.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
     assert Scrubber(env={}, salt=SALT).scrub_text("ip 8.8.4.4").startswith("ip 240.")
+
+
+def test_precompile_fills_the_cache_from_a_child_process(monkeypatch):
+    """A long-running process asks a child to compile, then only loads the database."""
+    assert _cache_files() == []
+    engine.precompile({"disable": ["email"]})
+    (f,) = _cache_files()
+    compiled = []
+    real = engine._compile_database
+    monkeypatch.setattr(
+        engine, "_compile_database", lambda *a, **k: compiled.append(1) or real(*a, **k)
+    )
+    s = Scrubber(config={"disable": ["email"]}, env={}, salt=SALT)
+    assert compiled == []  # the child's database, loaded
+    assert s.scrub_text("key sk" + "_live_" + "Zq8Xw7Vu6Ts5Rq4Po3Nm2Lk1") == "key [REDACTED:stripe]"
+    engine.precompile({"disable": ["email"]})  # already there: nothing to do
+    assert _cache_files() == [f]
+    engine.precompile(None)  # other rules: their own database
+    assert len(_cache_files()) == 2
+
+
+def test_environment_values_are_searched_or_compiled(monkeypatch):
+    """Up to MAX_FIND_LITERALS values are found with bytes.find; more are compiled."""
+    compiled = []
+    real = engine._compile_database
+    monkeypatch.setattr(
+        engine, "_compile_database", lambda *a, **k: compiled.append(k) or real(*a, **k)
+    )
+    n = engine.MAX_FIND_LITERALS + 6
+    values = {f"SVC_{i}_TOKEN": f"v4lue-{i:03d}-Zq8Xw7Vu6Ts5" for i in range(n)}
+    text = " ".join(values.values())
+    few = Scrubber(env=dict(list(values.items())[:3]), salt=SALT)
+    assert few.scrub_text(text).startswith("[REDACTED:env] " * 3 + "v4lue-003-")
+    assert not [k for k in compiled if k.get("first_id")]  # searched, not compiled
+    many = Scrubber(env=values, salt=SALT)
+    assert many.scrub_text(text) == " ".join(["[REDACTED:env]"] * n)
+    assert [k for k in compiled if k.get("first_id")]  # compiled into a database

@@ -72,14 +72,9 @@ class Scrubber:
         backend: str = "auto",
     ) -> None:
         cfg = config or {}
-        disabled = set(_strings(cfg, "disable"))
-        rules = [
-            r
-            for r in (*secrets.RULES, *pii.RULES)
-            if r.name not in disabled and r.category not in disabled
-        ]
+        rules = _static_rules(cfg)
         n_static = len(rules)
-        if env is not None and "env" not in disabled:
+        if env is not None and "env" not in _strings(cfg, "disable"):
             rules += secrets.env_rules(env)
         deny = [_compile(p, "deny") for p in _strings(cfg, "deny")]
         self._allow = [_compile(p, "allow") for p in _strings(cfg, "allow")]
@@ -271,17 +266,25 @@ def _touches_kept(starts: list[int], taken: dict[int, tuple[int, int]], a: int, 
 # -- detection backends -------------------------------------------------------------------
 
 
+MAX_FIND_LITERALS = 64  # more environment values than this are compiled into a database
+
+
 def _hyperscan(
     static: list[Rule], env: list[Rule]
 ) -> Callable[[bytes], set[tuple[int, int]]] | None:
     """All detectors in Hyperscan (start-of-match reporting): the fixed rules in one
-    database loaded from the compile cache when it can be, the environment's values in a
-    small one compiled here and never written anywhere. Rule ids are list positions
-    (static first, then env)."""
+    database loaded from the compile cache when it can be; the environment's values (exact
+    text, never written anywhere) found with ``bytes.find`` when there are few of them —
+    faster than compiling them, and it keeps Hyperscan's compiler out of memory — else in
+    a small database compiled here. Rule ids are list positions (static first, then env)."""
+    first = len(static)
+    literals = [(first + i, r.literal) for i, r in enumerate(env) if r.literal]
+    if len(literals) != len(env) or len(literals) > MAX_FIND_LITERALS:
+        literals = []
     try:
         dbs = [_static_database(static)]
-        if env:
-            dbs.append(_compile_database(env, first_id=len(static)))
+        if env and not literals:
+            dbs.append(_compile_database(env, first_id=first))
     except _hs.error:  # pragma: no cover - a CPU or build Hyperscan cannot serve
         return None
     local = threading.local()
@@ -297,6 +300,11 @@ def _hyperscan(
                 db.scan(
                     data, match_event_handler=lambda i, a, b, f, c: add((i, a)), scratch=scratch
                 )
+            for i, text in literals:
+                at = data.find(text)
+                while at >= 0:
+                    add((i, at))
+                    at = data.find(text, at + 1)
         return hits
 
     return detect
@@ -316,16 +324,49 @@ def _compile_database(rules: list[Rule], first_id: int = 0):
 _CACHE_MAGIC = b"tracebox-hsdb-1\n"
 
 
-def _static_database(rules: list[Rule]):
-    """The compiled database of the fixed rules, from ``<cache dir>/scrub/<key>.hsdb``
-    when a valid one is there (compiling costs ~0.1-0.2 s, loading well under 1 ms).
+def _static_rules(cfg: dict) -> list[Rule]:
+    """The fixed rules in force: every built-in one minus what ``[scrub] disable`` names."""
+    disabled = set(_strings(cfg, "disable"))
+    return [
+        r
+        for r in (*secrets.RULES, *pii.RULES)
+        if r.name not in disabled and r.category not in disabled
+    ]
 
-    The key hashes everything the database depends on: the detect expressions and their
-    order, the flags, the Hyperscan module version and the machine architecture. The
-    file holds a magic line, the SHA-256 of the serialized database, then the database;
-    a file that fails the check, or a database this CPU cannot run, is compiled again
-    and replaced. Only fixed rule text goes in; environment values never do. A cache
-    that cannot be read or written only costs the compile."""
+
+def precompile(config: dict | None = None) -> None:
+    """Fill the compile cache from a short-lived child process if it has no database for
+    these rules yet, so a long-running process (the proxy's shipper) never maps
+    Hyperscan's compiler: ~8 MiB it would keep for life. Best effort: if the child fails,
+    the caller's scrubber compiles as usual. The child gets no environment values."""
+    import json
+    import subprocess
+    import sys
+
+    if _hs is None or os.path.exists(_cache_path(_static_rules(config or {}))):
+        return
+    code = "import json,sys; from tracebox.scrub.engine import Scrubber as S; "
+    code += "S(config=json.loads(sys.argv[1]), env=None)"
+    try:
+        subprocess.run(
+            [sys.executable, "-c", code, json.dumps(config or {})],
+            env={k: v for k, v in os.environ.items() if k in _CHILD_ENV},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        )
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+
+# what the compiling child needs to find Python, tracebox and the cache dir (no secrets)
+_CHILD_ENV = ("PATH", "HOME", "XDG_CACHE_HOME", "PYTHONPATH", "VIRTUAL_ENV", "LANG")
+
+
+def _cache_path(rules: list[Rule]) -> str:
+    """Where the compiled database of ``rules`` is cached: the key hashes everything the
+    database depends on (expressions and their order, flags, Hyperscan version, machine)."""
     import hashlib
     import platform
 
@@ -340,7 +381,22 @@ def _static_database(rules: list[Rule]):
         h.update(part.encode() + b"\0")
     for r in rules:
         h.update(r.detect + b"\0")
-    path = os.path.join(user_dir("cache", "scrub"), f"{h.hexdigest()[:32]}.hsdb")
+    return os.path.join(user_dir("cache", "scrub"), f"{h.hexdigest()[:32]}.hsdb")
+
+
+def _static_database(rules: list[Rule]):
+    """The compiled database of the fixed rules, from ``<cache dir>/scrub/<key>.hsdb``
+    when a valid one is there (compiling costs ~0.1-0.2 s, loading well under 1 ms).
+
+    The key hashes everything the database depends on: the detect expressions and their
+    order, the flags, the Hyperscan module version and the machine architecture. The
+    file holds a magic line, the SHA-256 of the serialized database, then the database;
+    a file that fails the check, or a database this CPU cannot run, is compiled again
+    and replaced. Only fixed rule text goes in; environment values never do. A cache
+    that cannot be read or written only costs the compile."""
+    import hashlib
+
+    path = _cache_path(rules)
     try:
         with open(path, "rb") as f:
             blob = f.read(64 << 20)

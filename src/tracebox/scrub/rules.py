@@ -44,6 +44,7 @@ class Rule:
     priority: int = 100  # the higher one wins when two findings overlap
     lead: bool = False  # the detector may start one boundary byte before the match
     back: bytes = b""  # the match may start up to MAX_BACK of these bytes before the detector
+    literal: bytes = b""  # set when the rule matches exactly these bytes (found with find)
 
 
 # -- regex fragments (bytes) --------------------------------------------------------------

@@ -617,6 +617,6 @@ def env_rules(env) -> list[Rule]:
             ):
                 forms.add(text.encode("utf-8", "surrogateescape"))
     return [
-        Rule("env-value", "env", detect=re.escape(f), pattern=re.escape(f), priority=140)
+        Rule("env-value", "env", detect=re.escape(f), pattern=re.escape(f), priority=140, literal=f)
         for f in sorted(forms, key=len, reverse=True)
     ]

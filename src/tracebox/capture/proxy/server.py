@@ -15,8 +15,6 @@ import os
 import signal
 import socket
 import threading
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +63,8 @@ def _server(app: ProxyApp) -> uvicorn.Server:
         date_header=False,
         log_level="warning",
         timeout_keep_alive=75,  # agents keep connections open between turns
+        ws="none",  # no WebSocket API is proxied (and its library is never loaded)
+        proxy_headers=False,  # X-Forwarded-* pass through to the upstream, not parsed
     )
     logging.getLogger("uvicorn.error").addFilter(_quiet_truncation)
     return uvicorn.Server(config)
@@ -152,6 +152,8 @@ def find_running(timeout: float = 1.0) -> dict[str, Any] | None:
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
     """GET a proxy endpoint; one-line error if it does not answer."""
+    import urllib.request  # not at the top: the serving process never needs it
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return json.loads(resp.read(16 << 20))
