@@ -43,6 +43,7 @@ from ..trace import signature
 from ..trace.facts import calls as _calls
 from ..trace.facts import command_of, read_path
 from ..trace.facts import failed as _failed
+from ..trace.facts import results as _results
 from ..trace.model import Reasoning, Session, Step, Text, ToolCall, ToolResult, summarize
 from . import model
 
@@ -189,17 +190,28 @@ def _cut_args(value: Any, depth: int = 0) -> Any:
 # -- git ----------------------------------------------------------------------------------
 
 
+def _run_git(repo: str, args: tuple[str, ...], env: dict, timeout: float):
+    return subprocess.run(
+        ["git", "-C", repo, *args],
+        capture_output=True,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "LC_ALL": "C", **env},
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def git_ok(repo: str, *args: str, env: dict | None = None, timeout: float = GIT_TIMEOUT) -> bool:
+    """Whether ``git -C repo args`` succeeds (False too when git is missing or too slow)."""
+    try:
+        return _run_git(repo, args, env or {}, timeout).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def git(repo: str, *args: str, check: bool = True, text: bool = True) -> Any:
     """Run ``git -C repo args`` (no pager, no prompts, a timeout); stdout."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "LC_ALL": "C"}
     try:
-        p = subprocess.run(
-            ["git", "-C", repo, *args],
-            capture_output=True,
-            env=env,
-            timeout=GIT_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        p = _run_git(repo, args, {}, GIT_TIMEOUT)
     except FileNotFoundError:
         raise UsageError("git is not installed; a capsule needs it for the snapshot") from None
     except subprocess.TimeoutExpired:
@@ -327,10 +339,7 @@ def _epoch(ts: str | None) -> float | None:
 
 
 def context(session: Session, root: str, upto: int, include_system_prompt: bool) -> dict:
-    calls = _calls(session)
-    results = {
-        p.call_id: (st, p) for st in session.steps for p in st.parts if isinstance(p, ToolResult)
-    }
+    calls, results = _calls(session), _results(session)
     instructions = []
     for name in INSTRUCTION_FILES:
         path = os.path.join(root, name)
@@ -349,7 +358,7 @@ def context(session: Session, root: str, upto: int, include_system_prompt: bool)
         full = os.path.join(root, rel)
         entry: dict[str, Any] = {"path": rel, "step": call_step}
         got = results.get(call.id)
-        seen_at = _epoch(got[0].timestamp) if got else None
+        seen_at = _epoch(session.steps[got[0]].timestamp) if got else None
         try:
             mtime = os.stat(full).st_mtime if not os.path.islink(full) else None
         except OSError:
@@ -405,9 +414,7 @@ def environment(root: str) -> dict:
         if os.path.exists(os.path.join(root, marker)):
             env[name] = _version(argv)
     env["lockfiles"] = {
-        name: _file_sha(os.path.join(root, name))
-        for name in LOCKFILES
-        if _file_sha(os.path.join(root, name))
+        name: sha for name in LOCKFILES if (sha := _file_sha(os.path.join(root, name)))
     }
     return env
 
@@ -469,7 +476,7 @@ def metrics(session: Session) -> dict:
 
 
 def trajectory(session: Session, start: int, upto: int) -> dict:
-    results = {p.call_id: p for st in session.steps for p in st.parts if isinstance(p, ToolResult)}
+    results = _results(session)
     actions: list[dict] = []
     for st in session.steps[start : upto + 1]:
         said = "\n".join(p.text for p in st.parts if isinstance(p, Text)).strip()
@@ -480,7 +487,7 @@ def trajectory(session: Session, start: int, upto: int) -> dict:
                 continue
             action: dict[str, Any] = {"step": st.index, "tool": p.name, "call_id": p.id}
             action["arguments"] = _cut_args(p.arguments)
-            r = results.get(p.id)
+            r = results.get(p.id, (None, None))[1]
             if r is not None:
                 out, n = cut(r.output, OUTPUT_KEEP)
                 action["result"] = {"output": out, "is_error": r.is_error, "exit_code": r.exit_code}

@@ -147,8 +147,13 @@ class Capsule:
         value = self.doc.get(name)
         return value if isinstance(value, dict) else {}
 
-    def member(self, name: str) -> bytes | None:
-        return self.bundle.get(name)
+
+def headline(doc: dict) -> str:
+    """What failed, on one line: the first error of the failure's signature, else the
+    failing command or tool."""
+    f = doc.get("failure") or {}
+    what = ((f.get("signature") or {}).get("errors") or [None])[0]
+    return " ".join(str(what or f.get("command") or f.get("tool") or "a failure").split())
 
 
 def _read_limited(path: str, limit: int, what: str) -> bytes:
@@ -171,17 +176,24 @@ def load(path: str) -> Capsule:
         path = os.path.join(path, CAPSULE_JSON)
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such capsule (expected a folder holding {CAPSULE_JSON})")
-    data = _read_limited(path, MAX_CAPSULE_BYTES, CAPSULE_JSON)
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise FormatError(f"capsule: {CAPSULE_JSON} is not valid JSON: {e}") from None
-    check_header(doc)
+    doc = parse(_read_limited(path, MAX_CAPSULE_BYTES, CAPSULE_JSON))
     bundle_path = os.path.join(folder, BUNDLE)
     bundle = None
     if os.path.lexists(bundle_path):
         bundle = read_bundle(_read_limited(bundle_path, MAX_BUNDLE_BYTES, BUNDLE))
     return Capsule(doc, folder, bundle)
+
+
+def parse(data: bytes) -> dict:
+    """The document in ``capsule.json`` bytes (untrusted: size, JSON and header checked)."""
+    if len(data) > MAX_CAPSULE_BYTES:
+        raise FormatError(f"capsule: {CAPSULE_JSON} is larger than {MAX_CAPSULE_BYTES >> 20} MiB")
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FormatError(f"capsule: {CAPSULE_JSON} is not valid JSON: {e}") from None
+    check_header(doc)
+    return doc
 
 
 def check_header(doc: Any) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..text import clip
+
 MARKER = "<!-- tracebox-capsule: {id} -->"
 
 
@@ -95,11 +97,11 @@ def show(doc: dict) -> str:
     traj = doc.get("trajectory") or {}
     out = [
         f"capsule {doc.get('id')}  ({src.get('harness')} session {src.get('session_id')})",
-        f"intent:   {_line(_get(doc, 'intent', 'prompt') or '-')}",
+        f"intent:   {clip(_get(doc, 'intent', 'prompt') or '-', 100)}",
         f"failure:  step {f.get('step')}, {_what(f)}",
     ]
     for e in ((f.get("signature") or {}).get("errors") or [])[:3]:
-        out.append(f"          {_line(e)}")
+        out.append(f"          {clip(e, 100)}")
     out += [
         f"episode:  steps {traj.get('episode_start')}..{traj.get('failing_step')}, "
         f"{sum(1 for a in traj.get('actions') or [] if 'tool' in a)} actions",
@@ -137,20 +139,15 @@ def issue_body(doc: dict, where: str | None) -> str:
 
 def _what(f: dict) -> str:
     if f.get("kind") == "api_error":
-        return f"API error: {_line(f.get('error') or '')}"
+        return f"API error: {clip(f.get('error') or '', 100)}"
     if f.get("command"):
-        return f"`{_line(f['command'], 80)}` exited {f.get('exit_code')}"
+        return f"`{clip(f['command'], 80)}` exited {f.get('exit_code')}"
     return f"{f.get('tool') or 'a tool'} failed"
 
 
 def _tail(text: str, lines: int) -> str:
     parts = text.splitlines()
     return "\n".join(parts[-lines:]) if len(parts) > lines else text
-
-
-def _line(text: str, n: int = 100) -> str:
-    one = " ".join(str(text).split())
-    return one if len(one) <= n else one[: n - 1] + "…"
 
 
 def _tokens(t: dict) -> str:

@@ -33,9 +33,10 @@ import tempfile
 from typing import Any
 
 from ..errors import FormatError, UsageError
+from ..text import tail
 from ..trace import signature
 from . import sandbox
-from .create import git
+from .create import GIT_TIMEOUT, git, git_ok
 from .model import Capsule
 
 _DIFF_PATHS = re.compile(
@@ -94,22 +95,7 @@ def _inside(root: str, rel: str) -> str:
 
 
 def _git_ok(root: str, *args: str) -> bool:
-    import subprocess
-
-    from .create import GIT_TIMEOUT
-
-    env = {**os.environ, **_COMMITTER, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    try:
-        p = subprocess.run(
-            ["git", "-C", root, *args],
-            capture_output=True,
-            env=env,
-            timeout=GIT_TIMEOUT * 4,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return p.returncode == 0
+    return git_ok(root, *args, env=_COMMITTER, timeout=GIT_TIMEOUT * 4)
 
 
 def _apply(root: str, patch: bytes, name: str, against: bool) -> str:
@@ -238,7 +224,7 @@ def replay(
                     "exit_code": result.exit_code,
                     "seconds": result.seconds,
                     "timed_out": result.timed_out,
-                    "output_tail": _tail(result.output),
+                    "output_tail": tail(result.output, 4000),
                 }
             )
             last = i == len(cmds) - 1
@@ -298,7 +284,7 @@ def _with_agent(c, template, cwd, cmds, expected, limit, timeout, extra_env, on_
         "exit_code": ran.exit_code,
         "seconds": ran.seconds,
         "timed_out": ran.timed_out,
-        "output_tail": _tail(ran.output, 2000),
+        "output_tail": tail(ran.output, 2000),
         "original_metrics": c.section("metrics"),
     }
     if sessions:
@@ -330,7 +316,3 @@ def _sessions_in(home: str) -> list:
         except (TraceboxError, OSError, ModuleNotFoundError, ValueError):
             continue
     return out
-
-
-def _tail(text: str, n: int = 4000) -> str:
-    return text if len(text) <= n else "…" + text[-n:]

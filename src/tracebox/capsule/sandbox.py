@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ENV_ALLOW = (
     "PATH",
@@ -49,13 +49,11 @@ _unshare: list[str] | None | bool = False  # False: not probed yet
 
 @dataclass
 class Result:
-    command: str
     exit_code: int | None  # None: killed by the timeout
     output: str
     seconds: float
     timed_out: bool = False
     cut_bytes: int = 0
-    isolation: dict = field(default_factory=dict)
 
 
 def _probe_unshare() -> list[str] | None:
@@ -169,11 +167,9 @@ def run(
     if code is not None and code < 0:
         code = 128 - code  # killed by a signal, as a shell reports it
     return Result(
-        command=command,
         exit_code=code,
         output=text,
         seconds=round(time.monotonic() - t0, 3),
         timed_out=timed_out,
         cut_bytes=dropped,
-        isolation=isolation(network),
     )

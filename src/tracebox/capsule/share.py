@@ -77,17 +77,21 @@ def push(project, c: Capsule) -> dict:
     return status
 
 
+def fetch_doc(project, cid: str) -> tuple[bytes, dict]:
+    """The ``capsule.json`` of pushed capsule ``cid``: its bytes and its document
+    (checked by ``model.parse``); NotFound when it was never pushed."""
+    ctx = project.ctx
+    try:
+        data = ctx.store.get(ctx.key(_key(cid, model.CAPSULE_JSON))).data
+    except NotFound:
+        raise NotFound(f"no capsule {cid} in project {project.name}") from None
+    return data, model.parse(data)
+
+
 def pull(project, cid: str, folder: str) -> Capsule:
     """Download capsule ``cid`` into ``folder`` and load it."""
     ctx = project.ctx
-    try:
-        doc_bytes = ctx.store.get(ctx.key(_key(cid, model.CAPSULE_JSON))).data
-    except NotFound:
-        raise NotFound(f"no capsule {cid} in project {project.name}") from None
-    if len(doc_bytes) > model.MAX_CAPSULE_BYTES:
-        raise Refused(f"capsule {cid}: capsule.json is too large")
-    doc = json.loads(doc_bytes)
-    model.check_header(doc)
+    doc_bytes, doc = fetch_doc(project, cid)
     tmp = f"{folder}.{os.getpid()}.tmp"
     os.makedirs(tmp, exist_ok=True)
     with open(os.path.join(tmp, model.CAPSULE_JSON), "wb") as f:
@@ -136,9 +140,10 @@ def record_replay(project, cid: str, record: dict) -> dict:
     replay) and log ``capsule.replayed``; what maintainers found is then visible to the
     reporter and in `tracebox ui`."""
     from ..coord import events
-    from ..coord.context import iso, now
+    from ..coord.context import iso, now, sortable
 
-    at = iso(now())
+    t = now()
+    at = iso(t)
     ev = record.get("evidence") or {}
     doc = {
         "capsule": cid,
@@ -157,9 +162,8 @@ def record_replay(project, cid: str, record: dict) -> dict:
     if record.get("agent"):
         a = record["agent"]
         doc["agent"] = {k: a.get(k) for k in ("command", "exit_code", "seconds", "metrics")}
-    stamp = at.replace(":", "").replace("-", "").replace(".", "")
     ctx = project.ctx
-    ctx.create_json(_key(cid, f"replays/{stamp}-{project.agent}.json"), doc)
+    ctx.create_json(_key(cid, f"replays/{sortable(t)}-{project.agent}.json"), doc)
     events.record(
         ctx,
         "capsule.replayed",
@@ -202,13 +206,12 @@ def watch(
     timeout: float,
     interval: float = 2.0,
     issue: dict | None = None,
-    on_wait=None,
 ) -> dict | None:
     """The status once the capsule is resolved, or None on timeout. ``issue``
     (``{repo, number}``) is also polled with ``gh``: closed as completed counts."""
     deadline = time.monotonic() + timeout
     while True:
-        status = get_status(project, cid) if project is not None else {}
+        status = get_status(project, cid)
         if status.get("state") == "resolved":
             return status
         issue = issue or status.get("issue")
@@ -228,8 +231,6 @@ def watch(
         left = deadline - time.monotonic()
         if left <= 0:
             return None
-        if on_wait:
-            on_wait(status)
         time.sleep(min(interval, left))
 
 
@@ -293,7 +294,7 @@ def file_issue(doc: dict, body: str, repo: str, title: str | None = None) -> dic
         )
         or "[]"
     )
-    title = title or _title(doc)
+    title = title or issue_title(doc)
     for item in found:
         if isinstance(item, dict) and marker in str(item.get("body") or ""):
             _gh(
@@ -317,9 +318,5 @@ def file_issue(doc: dict, body: str, repo: str, title: str | None = None) -> dic
     }
 
 
-def _title(doc: dict) -> str:
-    f = doc.get("failure") or {}
-    errors = (f.get("signature") or {}).get("errors") or []
-    what = errors[0] if errors else (f.get("command") or f.get("tool") or "a failure")
-    text = " ".join(str(what).split())
-    return f"[tracebox capsule] {text[:100]}"
+def issue_title(doc: dict) -> str:
+    return f"[tracebox capsule] {model.headline(doc)[:100]}"

@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from ._common import GROUP_SETTINGS, emit_json, json_option
+from ._common import GROUP_SETTINGS, emit_json, json_option, open_project
 
 
 @click.group("capsule", context_settings=GROUP_SETTINGS)
@@ -165,6 +165,22 @@ def preview_cmd(session, step, repo, harness, test_command, expect, include_syst
     click.echo(built.summary)
 
 
+def _project(ctx):
+    """The project, opened once per command however many steps need it."""
+    if "capsule.project" not in ctx.meta:
+        ctx.meta["capsule.project"] = open_project(ctx, f"capsule {ctx.info_name}")
+    return ctx.meta["capsule.project"]
+
+
+def _maybe_project(ctx):
+    from ..errors import ConfigError
+
+    try:
+        return _project(ctx)
+    except ConfigError:
+        return None
+
+
 def _load(ctx, arg: str):
     """A capsule from a folder/file, or pulled by id from the project's bucket."""
     from ..capsule import model, share
@@ -172,10 +188,7 @@ def _load(ctx, arg: str):
 
     if os.path.exists(arg) or not share.is_id(arg):
         return model.load(arg)
-    from ._common import open_project
-
-    p = open_project(ctx, "capsule")
-    return share.pull(p, arg, user_dir("cache", "capsules", arg))
+    return share.pull(_project(ctx), arg, user_dir("cache", "capsules", arg))
 
 
 @capsule_group.command("verify")
@@ -216,9 +229,8 @@ def show_cmd(ctx, capsule, as_json):
 
 def _push(ctx, c):
     from ..capsule import share
-    from ._common import open_project
 
-    return share.push(open_project(ctx, "capsule push"), c)
+    return share.push(_project(ctx), c)
 
 
 @capsule_group.command("push")
@@ -243,11 +255,8 @@ def push_cmd(ctx, capsule, as_json):
 def pull_cmd(ctx, capsule_id, out):
     """Download capsule CAPSULE_ID from the bucket into a folder."""
     from ..capsule import share
-    from ._common import open_project
 
-    c = share.pull(
-        open_project(ctx, "capsule pull"), capsule_id, out or os.path.join("capsules", capsule_id)
-    )
+    c = share.pull(_project(ctx), capsule_id, out or os.path.join("capsules", capsule_id))
     click.echo(f"capsule {c.id} -> {c.folder}")
 
 
@@ -277,7 +286,7 @@ def issue_cmd(ctx, capsule, gh_repo, title, dry_run, as_json):
     body = Scrubber().scrub_text(render.issue_body(c.doc, where))
     if dry_run:
         if as_json:
-            return emit_json({"title": title or share._title(c.doc), "body": body})
+            return emit_json({"title": title or share.issue_title(c.doc), "body": body})
         click.echo(body)
         return
     if not gh_repo:
@@ -296,16 +305,6 @@ def issue_cmd(ctx, capsule, gh_repo, title, dry_run, as_json):
     if as_json:
         return emit_json(issue)
     click.echo(f"issue {issue['action']}: {issue['url']}")
-
-
-def _maybe_project(ctx):
-    from ..errors import ConfigError
-    from ._common import open_project
-
-    try:
-        return open_project(ctx, "capsule")
-    except ConfigError:
-        return None
 
 
 @capsule_group.command("replay")
@@ -395,9 +394,8 @@ def replay_cmd(
     )
     if pulled:
         from ..capsule import share
-        from ._common import open_project
 
-        share.record_replay(open_project(ctx, "capsule"), c.id, record)
+        share.record_replay(_project(ctx), c.id, record)
     if as_json:
         emit_json(record)
     else:
@@ -447,10 +445,9 @@ def resolve_cmd(ctx, capsule, fixed_in, verify_, repo, note, as_json):
     """Mark CAPSULE resolved (maintainer side): unblocks `capsule watch` on it."""
     from ..capsule import replay, share
     from ..errors import Refused
-    from ._common import open_project
 
     c = _load(ctx, capsule)
-    project = open_project(ctx, "capsule resolve")
+    project = _project(ctx)
     share.get_status(project, c.id)  # pushed? (before a replay that may take minutes)
     record = None
     if verify_:
@@ -483,10 +480,9 @@ def watch_cmd(ctx, capsule, timeout, interval, as_json):
     with the fix, 1 on timeout — so a blocked agent can `watch` and go on."""
     from ..capsule import share
     from ..config import parse_duration
-    from ._common import open_project
 
     cid = capsule if share.is_id(capsule) else _load(ctx, capsule).id
-    p = open_project(ctx, "capsule watch")
+    p = _project(ctx)
     issue = None
     if os.path.isdir(capsule) and os.path.isfile(os.path.join(capsule, "issue.json")):
         with open(os.path.join(capsule, "issue.json")) as f:
@@ -519,10 +515,9 @@ def watch_cmd(ctx, capsule, timeout, interval, as_json):
 def status_cmd(ctx, capsule, as_json):
     """The shared status of CAPSULE (open or resolved, the fix, the issue)."""
     from ..capsule import share
-    from ._common import open_project
 
     cid = capsule if share.is_id(capsule) else _load(ctx, capsule).id
-    status = share.get_status(open_project(ctx, "capsule status"), cid)
+    status = share.get_status(_project(ctx), cid)
     if as_json:
         return emit_json(status)
     click.echo(

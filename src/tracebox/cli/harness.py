@@ -111,16 +111,9 @@ def report_cmd(ctx, run_id, out):
 @click.pass_context
 def list_cmd(ctx, as_json):
     """The harness runs in this project."""
-    from ..harness.run import PREFIX
+    from ..harness.run import list_runs
 
-    p = open_project(ctx, "harness list")
-    runs = sorted(
-        {
-            m.key.split("/")[-2]
-            for m in p.store.list(p.ctx.key(PREFIX))
-            if m.key.endswith("/run.json")
-        }
-    )
+    runs = list_runs(open_project(ctx, "harness list"))
     if as_json:
         return emit_json(runs)
     for r in runs:

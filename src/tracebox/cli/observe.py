@@ -48,6 +48,7 @@ def observe_cmd(ctx, sessions, run_id, generation, harness, out, budget, use_llm
     """Extract prioritized observations ([important] errors, failed fixes, loops, …;
     [possible] files created, hypotheses, tests added; [informational] goal, tokens,
     time, dead ends) from SESSIONs, merged by fingerprint with evidence links."""
+    from ..config import load_settings
     from ..errors import UsageError
     from ..observe import merge, render, rules
 
@@ -55,29 +56,28 @@ def observe_cmd(ctx, sessions, run_id, generation, harness, out, budget, use_llm
         raise UsageError(
             "give one or more SESSIONs (transcript paths or session ids), or --run RUN"
         )
+    from ..scrub import Scrubber
+    from ..trace.export import scrub_session
     from .export import load_session
 
-    trees = [load_session(s, harness) for s in sessions]
+    # observations end up in prompts and the bucket: they come from scrubbed sessions
+    # (a run's, from the bucket, were scrubbed when they were captured)
+    settings = load_settings()
+    scrub = Scrubber(config=settings.raw.get("scrub")).scrub_text
+    trees = [scrub_session(load_session(s, harness), scrub) for s in sessions]
     if run_id:
         from ..harness.run import run_sessions
         from ._common import open_project
 
         trees += run_sessions(open_project(ctx, "observe"), run_id, generation)
-    # observations end up in prompts and the bucket: they come from scrubbed sessions
-    from ..config import load_settings
-    from ..scrub import Scrubber
-    from ..trace.export import scrub_session
-
-    scrub = Scrubber(config=load_settings().raw.get("scrub")).scrub_text
-    found = [o for t in trees for o in rules.observe_session(scrub_session(t, scrub))]
+    found = [o for t in trees for o in rules.observe_session(t)]
     entries = merge.read_jsonl(os.path.join(out, "observations.jsonl")) if out else {}
     entries = merge.merge(found, into=entries, generation=generation)
     summary = None
     if use_llm:
-        from ..config import load_settings
         from ..observe import llm
 
-        entries, summary = llm.rerank(entries, load_settings().raw.get("observe", {}).get("llm"))
+        entries, summary = llm.rerank(entries, settings.raw.get("observe", {}).get("llm"))
     md = render.render(entries, budget=budget, summary=summary)
     if out:
         os.makedirs(out, exist_ok=True)

@@ -13,7 +13,8 @@ filters per agent and per category; zoom and pan; a details panel with the event
 and a virtualised event table. Derived shapes (leases, links, one-line summaries) are
 computed here in Python so the script only draws.
 
-Pure and stdlib-only on purpose: it must import fast and depend on no other tracebox module.
+Pure and stdlib-only on purpose: it must import fast, so the only tracebox module it uses
+is ``tracebox.text`` (stdlib-only itself).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import math
 import re
 from datetime import UTC, datetime
 from typing import Any
+
+from ..text import clip
 
 __all__ = ["CATEGORIES", "category_of", "parts", "render_html"]
 
@@ -122,7 +125,7 @@ def _build_payload(events: list[dict], title: str) -> dict[str, Any]:
                 _variant(etype, data),
                 etype,
                 _text(ev.get("step")),
-                _clip(_summary(etype, data)),
+                clip(_summary(etype, data), _SUMMARY_MAX),
             ]
         )
         raw.append(event)
@@ -385,11 +388,6 @@ def _text(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)[:1000]
     except (TypeError, ValueError, RecursionError):
         return str(value)[:1000]
-
-
-def _clip(text: str, limit: int = _SUMMARY_MAX) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _json_for_script(payload: Any) -> str:

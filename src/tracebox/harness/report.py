@@ -58,10 +58,14 @@ def _outcome(r: dict) -> str:
     return f"failed (validator exit {r.get('validator_exit')})"
 
 
-def markdown(project, run_id: str) -> str:
+def _loaded(project, run_id: str) -> tuple[str, dict, dict | None, str]:
+    """What both renderings need: the run, its winning result and that result's diff."""
     run = load(project, run_id)
+    return (run_id, run, *_winner(project, run_id, run))
+
+
+def _markdown(run_id: str, run: dict, winner: dict | None, diff: str) -> str:
     gens = run["generations"]
-    winner, diff = _winner(project, run_id, run)
     lines = [
         f"# Harness run {run_id}",
         "",
@@ -118,9 +122,11 @@ def markdown(project, run_id: str) -> str:
 
 
 def html_report(project, run_id: str) -> str:
-    run = load(project, run_id)
+    return _html(*_loaded(project, run_id))
+
+
+def _html(run_id: str, run: dict, winner: dict | None, diff: str) -> str:
     gens = run["generations"]
-    winner, diff = _winner(project, run_id, run)
     n_variants = len(run["config"]["variants"])
     solved = svg.bars(
         "solved per generation",
@@ -176,8 +182,8 @@ def html_report(project, run_id: str) -> str:
 
 
 def write_report(project, run_id: str) -> dict[str, Any]:
-    md = markdown(project, run_id)
-    page = html_report(project, run_id)
+    loaded = _loaded(project, run_id)
+    md, page = _markdown(*loaded), _html(*loaded)
     store = project.ctx.store
     store.put(project.ctx.key(key(run_id, "report.md")), md.encode())
     store.put(project.ctx.key(key(run_id, "report.html")), page.encode())

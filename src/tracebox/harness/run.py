@@ -40,10 +40,11 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import TraceboxError, UsageError
+from ..text import tail
 from . import config as cfgmod
 from . import live
 
@@ -58,8 +59,8 @@ KILL_GRACE_S = 3.0
 class VariantTask:
     run_id: str
     generation: int
-    variant: dict  # Variant fields
-    cfg: dict  # Config.to_dict()
+    variant: cfgmod.Variant
+    cfg: cfgmod.Config
     bucket: str
     project: str
     s3: dict = field(default_factory=dict)
@@ -67,12 +68,9 @@ class VariantTask:
     workroot: str = ""
 
     @property
-    def name(self) -> str:
-        return self.variant["name"]
-
-    @property
     def session(self) -> str:
-        return f"{self.run_id}.g{self.generation}.{self.name}"
+        """The variant's session id, also the name of its step: ``<run>.g<n>.<variant>``."""
+        return f"{self.run_id}.g{self.generation}.{self.variant.name}"
 
 
 def prompt_of(task: str, variant: cfgmod.Variant, observations: str) -> str:
@@ -93,57 +91,55 @@ def key(run_id: str, *parts: str) -> str:
 
 def run_variant(task: VariantTask) -> dict:
     """Run one variant end to end (see the module docstring); the result record."""
+    from ..capture.mirror import make_scrubber
     from ..capture.proxy import providers, record, server
     from ..capture.proxy.app import ProxyApp
     from ..capture.proxy.spool import Spool
     from ..capture.proxy.store import Attributor
     from ..coord import events
     from ..project import open_project
-    from ..scrub import Scrubber
 
-    cfg = task.cfg
-    variant = cfgmod.Variant(**task.variant)
+    cfg, variant, step = task.cfg, task.variant, task.session
     # the variant acts as its own tracebox agent (short: the run's name, not its time)
-    agent_id = f"{cfg['name']}.g{task.generation}.{variant.name}"
+    agent_id = f"{cfg.name}.g{task.generation}.{variant.name}"
     project = open_project(task.bucket, task.project, agent_id, **task.s3)
-    scrub = Scrubber(config=project.settings.raw.get("scrub")).scrub_text
+    scrub = make_scrubber(project).scrub_text
     base = os.path.join(task.workroot, f"g{task.generation}")
     os.makedirs(base, exist_ok=True)
     worktree = os.path.join(base, variant.name)
     prompt_file = os.path.join(base, f"{variant.name}.prompt.md")
-    prompt = prompt_of(cfg["task"], variant, task.observations)
+    prompt = prompt_of(cfg.task, variant, task.observations)
     with open(prompt_file, "w", encoding="utf-8") as f:
         f.write(prompt)
-    step = f"{task.run_id}.g{task.generation}.{variant.name}"
-    lease = project.claim(step, ttl=cfg["timeout"] + cfg["validator_timeout"] + 120)
+    lease = project.claim(step, ttl=cfg.timeout + cfg.validator_timeout + 120)
     result: dict[str, Any] = {
         "run": task.run_id,
         "generation": task.generation,
         "variant": variant.name,
         "params": variant.params,
-        "session": task.session,
+        "session": step,
         "agent": agent_id,
     }
     t0 = time.monotonic()
-    with _worktree_lock(cfg["repo"]):
-        _git(cfg["repo"], "worktree", "add", "--detach", "--force", worktree, cfg["base"])
+    with _worktree_lock(cfg.repo):
+        _git(cfg.repo, "worktree", "add", "--detach", "--force", worktree, cfg.base)
     try:
         spool = Spool(
-            root=os.path.join(task.workroot, "spool", task.session), project=project, ship="thread"
+            root=os.path.join(task.workroot, "spool", step), project=project, ship="thread"
         )
         app = ProxyApp(providers.upstreams_from(os.environ), spool, attributor=Attributor())
-        watch = live.Watch(cfgmod.Rules(**cfg["rules"]))
-        sub = app.feed.subscribe(session=task.session, on_event=watch.event)
+        watch = live.Watch(cfg.rules)
+        sub = app.feed.subscribe(session=step, on_event=watch.event)
         proxy = server.start_in_thread(app)
         try:
             env = record.agent_env(
                 {**os.environ, "TRACEBOX_AGENT": agent_id},
                 record.Proxy(proxy.url, tagged=True),
-                task.session,
+                step,
                 agent_id,
             )
             cmd = cfgmod.command_for(
-                _config_obj(cfg),
+                cfg,
                 variant,
                 prompt_file=prompt_file,
                 workdir=worktree,
@@ -156,20 +152,20 @@ def run_variant(task: VariantTask) -> dict:
                 "harness.variant.start",
                 data={"run": task.run_id, "generation": task.generation, "variant": variant.name},
             )
-            code, log, stopped = _run_agent(cmd, worktree, env, cfg["timeout"], watch)
+            code, log, stopped = _run_agent(cmd, worktree, env, cfg.timeout, watch)
             result.update(agent_exit=code, stopped=stopped, calls=watch.calls)
         finally:
             sub.close()
             proxy.stop()
             spool.close(drain_timeout=60)
         result["transcripts"] = _mirror_transcripts(project, worktree)
-        v_code, v_out = _validate(cfg["validator"], worktree, cfg["validator_timeout"])
-        diff = _diff(worktree, cfg["base"])
+        v_code, v_out = _validate(cfg.validator, worktree, cfg.validator_timeout)
+        diff = _diff(worktree, cfg.base)
         solved = v_code == 0 and not stopped
         result.update(
             solved=solved,
             validator_exit=v_code,
-            validator_tail=_tail(v_out, 4000),
+            validator_tail=tail(v_out, 4000),
             changed_files=_changed(diff),
             seconds=round(time.monotonic() - t0, 3),
         )
@@ -205,7 +201,7 @@ def run_variant(task: VariantTask) -> dict:
         outcome = "solved" if solved else ("stopped" if stopped else "failed")
         project.complete(  # a failed or stopped attempt shows as blocked (red) on the timeline
             step,
-            note=f"{outcome}: {stopped or _tail(v_out, 200)}",
+            note=f"{outcome}: {stopped or tail(v_out, 200)}",
             epoch=lease["epoch"],
             blocked=not solved,
         )
@@ -221,8 +217,8 @@ def run_variant(task: VariantTask) -> dict:
         )
         return result
     finally:
-        with _worktree_lock(cfg["repo"]):
-            _git(cfg["repo"], "worktree", "remove", "--force", worktree, check=False)
+        with _worktree_lock(cfg.repo):
+            _git(cfg.repo, "worktree", "remove", "--force", worktree, check=False)
         project.ctx.flush()
 
 
@@ -254,10 +250,6 @@ def _worktree_lock(repo: str):
         yield
     finally:
         os.close(fd)
-
-
-def _config_obj(cfg: dict) -> cfgmod.Config:
-    return cfgmod.Config(**{k: v for k, v in cfg.items() if k not in ("variants", "rules")})
 
 
 def _git(repo: str, *args: str, check: bool = True) -> str:
@@ -360,26 +352,20 @@ def _changed(diff: str) -> list[str]:
     return sorted({ln[6:] for ln in diff.splitlines() if ln.startswith("+++ b/")})[:200]
 
 
-def _tail(text: str, n: int) -> str:
-    return text if len(text) <= n else "…" + text[-n:]
-
-
 # -- observing a generation ------------------------------------------------------------------
 
 
 def observe_generation(project, results: list[dict], generation: int, entries: dict) -> dict:
-    """Merge this generation's observations (its sessions + the harness's own) into entries."""
+    """Merge this generation's observations (its sessions + the harness's own) into entries.
+    The sessions come from the bucket, scrubbed when they were captured."""
     from ..capture.proxy.store import calls_to_sessions
     from ..errors import NotFound
     from ..observe import merge, rules
-    from ..scrub import Scrubber
-    from ..trace.export import scrub_session
 
-    scrub = Scrubber(config=project.settings.raw.get("scrub")).scrub_text
     found: list = []
     for r in results:
         try:
-            s = scrub_session(calls_to_sessions(project, r["session"]), scrub)
+            s = calls_to_sessions(project, r["session"])
         except NotFound:
             s = None
         if s is not None:
@@ -402,11 +388,12 @@ def _last_said(s) -> tuple[int, str] | None:
 def _harness_observations(r: dict, s) -> list:
     """What the harness saw of one variant: its change passing or failing the validator,
     or a live rule stopping it. Evidence is the agent's last words in its session."""
-    from ..observe.rules import Evidence, Observation, fingerprint, quote
-    from ..trace import signature
+    from ..observe.rules import Evidence, Observation, error_line, fingerprint, quote
+    from ..text import clip
 
     said = _last_said(s)
     ev = [Evidence(r["session"], said[0], quote(said[1]), None)] if said else []
+    # cut, not clipped: it is part of the fingerprints, which must not change
     approach = " ".join(said[1].split())[:160] if said else "no final message"
     files = ", ".join(r.get("changed_files") or []) or "no files"
     out = []
@@ -434,14 +421,12 @@ def _harness_observations(r: dict, s) -> list:
             )
         )
     else:
-        tail = r.get("validator_tail") or ""
-        sig = signature.extract(tail, None, r.get("validator_exit"))
-        err = sig.errors[0] if sig.errors else (tail.strip().splitlines() or ["failed"])[-1]
+        err = error_line(r.get("validator_tail") or "", None, r.get("validator_exit"))
         out.append(
             Observation(
                 "important",
                 "validator_failed",
-                f"FAILED the validator ({' '.join(err.split())[:120]}) — changed {files}: {approach}",
+                f"FAILED the validator ({clip(err, 120)}) — changed {files}: {approach}",
                 fingerprint("validator_failed", files, approach),
                 ev,
                 {"variant": r["variant"], "files": r.get("changed_files"), "error": err[:500]},
@@ -483,20 +468,16 @@ def run(
     ctx.put_json(key(run_id, "run.json"), summary)
     events.record(ctx, "harness.run.start", data={"run": run_id, "generations": cfg.generations})
     entries: dict = {}
+    given = ""  # the observations.md of the generations so far, for the next one
     workroot = tempfile.mkdtemp(prefix=f"tracebox-harness-{run_id}-")
     try:
         for g in range(1, cfg.generations + 1):
-            given = (
-                render.render(entries, budget=cfg.observations_budget)
-                if (use_observations and entries)
-                else ""
-            )
             tasks = [
                 VariantTask(
                     run_id,
                     g,
-                    asdict(v),
-                    cfg.to_dict(),
+                    v,
+                    cfg,
                     project.store.url,
                     project.name,
                     dict(project.settings.s3),
@@ -513,10 +494,9 @@ def run(
             ctx.store.put(ctx.key(key(run_id, f"gen-{g}", "observations.md")), md.encode())
             ctx.store.put(
                 ctx.key(key(run_id, f"gen-{g}", "observations.jsonl")),
-                "".join(
-                    json.dumps(e, sort_keys=True) + "\n" for e in merge.ordered(entries)
-                ).encode(),
+                merge.dumps(entries).encode(),
             )
+            given = md if (use_observations and entries) else ""
             gen = {
                 "generation": g,
                 "variants": len(results),
@@ -552,11 +532,20 @@ def run(
 
 def run_sessions(project, run_id: str, generation: int | None = None) -> list:
     """The captured sessions of a run (or of one generation), from the bucket."""
-    from ..capture.proxy.store import calls_to_sessions, list_call_sessions
+    from ..capture.proxy.store import BY_SESSION, calls_to_sessions
 
-    prefix = f"{run_id}.g{generation}." if generation else f"{run_id}.g"
-    return [
-        calls_to_sessions(project, row["session"])
-        for row in list_call_sessions(project)
-        if row["session"].startswith(prefix)
-    ]
+    prefix = project.ctx.key(BY_SESSION)
+    mine = f"{run_id}.g{generation}." if generation else f"{run_id}.g"
+    found = {m.key[len(prefix) :].partition("/")[0] for m in project.store.list(prefix + mine)}
+    return [calls_to_sessions(project, s) for s in sorted(found)]
+
+
+def list_runs(project) -> list[str]:
+    """The ids of the harness runs stored in the project, oldest first."""
+    prefix = project.ctx.key(PREFIX)
+    return sorted(
+        rid
+        for m in project.store.list(prefix)
+        for rid, sep, rest in [m.key[len(prefix) :].partition("/")]
+        if sep and rest == "run.json"
+    )

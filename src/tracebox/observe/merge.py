@@ -72,8 +72,6 @@ def merge(
             if ev.session not in seen and len(e["evidence"]) < MAX_EVIDENCE:
                 e["evidence"].append(ev.to_dict())
             seen.add(ev.session)
-        if not o.evidence and o.data.get("session"):
-            seen.add(o.data["session"])
         e["sessions"] = len(seen)
         if generation is not None and generation not in e["generations"]:
             e["generations"].append(generation)
@@ -86,37 +84,48 @@ def ordered(entries: dict[str, dict]) -> list[dict]:
     return sorted(entries.values(), key=_rank)
 
 
+def dumps(entries: dict[str, dict]) -> str:
+    """The ``observations.jsonl`` text of ``entries``."""
+    return "".join(
+        json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in ordered(entries)
+    )
+
+
+def loads(text: str) -> dict[str, dict]:
+    """Entries from ``observations.jsonl`` text (untrusted: bad lines skipped)."""
+    out: dict[str, dict] = {}
+    for line in text.split("\n"):  # not splitlines(): U+2028 may sit inside a string
+        try:
+            e: Any = json.loads(line)
+        except ValueError:
+            continue
+        if (
+            isinstance(e, dict)
+            and isinstance(e.get("fingerprint"), str)
+            and e.get("priority") in PRIORITIES
+        ):
+            e.setdefault("count", 1)
+            e.setdefault("sessions", 0)
+            e.setdefault("evidence", [])
+            e.setdefault("title", "")
+            out[e["fingerprint"]] = e
+    return out
+
+
 def write_jsonl(path: str, entries: dict[str, dict]) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        for e in ordered(entries):
-            f.write(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n")
+        f.write(dumps(entries))
     os.replace(tmp, path)
 
 
 def read_jsonl(path: str) -> dict[str, dict]:
-    """Entries from an ``observations.jsonl`` (untrusted: bounded; bad lines skipped)."""
-    out: dict[str, dict] = {}
+    """Entries from an ``observations.jsonl`` file (bounded in size; see ``loads``)."""
     if not os.path.exists(path):
-        return out
+        return {}
     if os.path.getsize(path) > MAX_ENTRIES_BYTES:
         from ..errors import FormatError
 
         raise FormatError(f"{path} is larger than {MAX_ENTRIES_BYTES >> 20} MiB")
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                e: Any = json.loads(line)
-            except ValueError:
-                continue
-            if (
-                isinstance(e, dict)
-                and isinstance(e.get("fingerprint"), str)
-                and e.get("priority") in PRIORITIES
-            ):
-                e.setdefault("count", 1)
-                e.setdefault("sessions", 0)
-                e.setdefault("evidence", [])
-                e.setdefault("title", "")
-                out[e["fingerprint"]] = e
-    return out
+        return loads(f.read())

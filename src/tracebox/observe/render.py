@@ -9,6 +9,7 @@ the next one would pass ``budget`` characters; a last line says how many were le
 
 from __future__ import annotations
 
+from ..text import clip
 from .merge import ordered
 from .rules import PRIORITIES
 
@@ -50,19 +51,14 @@ def _entry(e: dict) -> str:
     gens = e.get("generations") or []
     if gens:
         seen += f", generation{'s' if len(gens) > 1 else ''} {', '.join(map(str, gens))}"
-    line = f"- **{_one(e['title'], 200)}** ({seen})\n"
+    line = f"- **{clip(e['title'], 200)}** ({seen})\n"
     ev = (e.get("evidence") or [None])[0]
     if ev:
-        q = _one(str(ev.get("quote") or ""), 200).replace("`", "'")
+        q = clip(str(ev.get("quote") or ""), 200).replace("`", "'")
         sid = str(ev.get("session"))
         sid = sid if len(sid) <= 48 else f"{sid[:12]}…{sid[-12:]}"
         line += f"  > `{q}` — {sid}:{ev.get('step')}\n"
     return line
-
-
-def _one(text: str, n: int) -> str:
-    t = " ".join(str(text).split())
-    return t if len(t) <= n else t[: n - 1] + "…"
 
 
 def counts(entries: dict[str, dict]) -> dict[str, int]:

@@ -31,6 +31,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..text import clip
 from ..trace import facts, signature
 from ..trace.model import Session, Text, ToolCall, ToolResult
 
@@ -107,11 +108,6 @@ def quote(text: str, needle: str | None = None) -> str:
     return text[max(start, 0) : max(start, 0) + QUOTE_MAX]
 
 
-def _line(text: str, n: int = 120) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= n else one[: n - 1] + "…"
-
-
 def _short_path(path: str, cwd: str | None) -> str:
     if cwd and path.startswith(cwd.rstrip("/") + "/"):
         return path[len(cwd.rstrip("/")) + 1 :]
@@ -165,7 +161,7 @@ def _rules(s: Session, out: list[Observation]) -> None:
                 Observation(
                     "important",
                     "api_error",
-                    f"API error: {_line(msg)}",
+                    f"API error: {clip(msg, 120)}",
                     fingerprint("api_error", st.error.kind, msg[:300]),
                     [_ev(s, st.index, _call_text(s, st.index), msg[:QUOTE_MAX])],
                     {"status": st.error.status},
@@ -177,7 +173,8 @@ def _rules(s: Session, out: list[Observation]) -> None:
     _informational(s, reads, read_step, edits_by_file, out)
 
 
-def _error_line(output: str, command: str | None, exit_code: int | None) -> str:
+def error_line(output: str, command: str | None, exit_code: int | None) -> str:
+    """The real error line of a failed run: its signature's first error, else its last line."""
     sig = signature.extract(output, command, exit_code)
     if sig.errors:
         return sig.errors[0]
@@ -189,17 +186,17 @@ def _result(s, step, r, calls, history, last_failure, edits_by_file, out) -> Non
     call_step, call = calls.get(r.call_id, (None, None))
     cmd = facts.command_of(call)
     is_failed = facts.failed(r)
-    err = _error_line(r.output, cmd, r.exit_code) if is_failed else ""
+    err = error_line(r.output, cmd, r.exit_code) if is_failed else ""
     if cmd:
         history.setdefault(cmd, []).append((step, is_failed, err, r.output))
     if not is_failed:
         return
-    what = f"`{_line(cmd, 80)}`" if cmd else (call.name if call else "a tool")
+    what = f"`{clip(cmd, 80)}`" if cmd else (call.name if call else "a tool")
     out.append(
         Observation(
             "important",
             "error",
-            f"{what} failed: {_line(err)}",
+            f"{what} failed: {clip(err, 120)}",
             fingerprint("error", cmd or (call.name if call else ""), err),
             [_ev(s, step, r.output, err)],
             {
@@ -220,7 +217,7 @@ def _result(s, step, r, calls, history, last_failure, edits_by_file, out) -> Non
                 Observation(
                     "important",
                     "failed_fix",
-                    f"editing {', '.join(edited[:3])} did not fix `{_line(cmd, 60)}`: {_line(err, 80)}",
+                    f"editing {', '.join(edited[:3])} did not fix `{clip(cmd, 60)}`: {clip(err, 80)}",
                     fingerprint("failed_fix", cmd, err, *edited[:3]),
                     [_ev(s, step, r.output, err)],
                     {"command": cmd, "files": edited, "error": err[:500]},
@@ -242,7 +239,7 @@ def _loops(s, history, out) -> None:
                 Observation(
                     "important",
                     "loop",
-                    f"`{_line(cmd, 80)}` failed {best} times in a row: {_line(err, 80)}",
+                    f"`{clip(cmd, 80)}` failed {best} times in a row: {clip(err, 80)}",
                     fingerprint("loop", cmd, err),
                     [_ev(s, step, output, err)],
                     {"command": cmd, "times": best},
@@ -342,7 +339,7 @@ def _agent_text(s, edits_by_file, out) -> None:
                 Observation(
                     "possible",
                     "hypothesis",
-                    f"hypothesis: {_line(sentence, 140)}",
+                    f"hypothesis: {clip(sentence, 140)}",
                     fingerprint("hypothesis", sentence),
                     [_ev(s, st.index, text, sentence[:QUOTE_MAX])],
                 )
@@ -378,7 +375,7 @@ def _informational(s, reads, read_step, edits_by_file, out) -> None:
             Observation(
                 "informational",
                 "goal",
-                f"goal: {_line(text, 160)}",
+                f"goal: {clip(text, 160)}",
                 fingerprint("goal", text[:500]),
                 [_ev(s, first.index, text)],
             )

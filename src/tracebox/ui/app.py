@@ -145,11 +145,11 @@ def create_app(project, *, index_path: str | None = None, token: str | None = No
 
         st.events.refresh()
         after = request.query_params.get("after") or None
-        new = st.events.since(after)[-500:]
+        since = st.events.since(after)
         return JSONResponse(
             {
                 "last": st.events.last_key(),
-                "count": len(st.events.since(after)),
+                "count": len(since),
                 "events": [
                     {
                         "key": x["_key"],
@@ -159,7 +159,7 @@ def create_app(project, *, index_path: str | None = None, token: str | None = No
                         "step": x.get("step"),
                         "category": category_of(str(x.get("type") or "")),
                     }
-                    for x in new
+                    for x in since[-500:]
                 ],
             }
         )
@@ -289,10 +289,13 @@ def create_app(project, *, index_path: str | None = None, token: str | None = No
         return _page(st, "stats", "stats", pages.stats_page(result, by, since, errors))
 
     def observations(request: Request):
-        entries, run_id = data.observations(project, request.query_params.get("run") or None)
-        runs = [r["run"] for r in data.harness_runs(project)]
+        runs = data.harness_runs(project)
+        entries, run_id = data.observations(project, request.query_params.get("run") or None, runs)
         return _page(
-            st, "observations", "observations", pages.observations_page(entries, run_id, runs)
+            st,
+            "observations",
+            "observations",
+            pages.observations_page(entries, run_id, [r["run"] for r in runs]),
         )
 
     def harness(request: Request):

@@ -281,25 +281,26 @@ def top_errors(db: sqlite3.Connection, limit: int = 15) -> list[dict]:
 
 
 def harness_runs(project) -> list[dict]:
-    from ..harness.run import PREFIX
+    """Every harness run's ``run.json`` (with its id as ``run``), newest first."""
+    from ..harness.run import key, list_runs
 
     out = []
-    for m in project.store.list(project.ctx.key(PREFIX)):
-        if m.key.endswith("/run.json"):
-            rid = m.key.split("/")[-2]
-            got = project.ctx.get_json(f"{PREFIX}{rid}/run.json")
-            if got:
-                out.append({"run": rid, **got[0]})
-    return sorted(out, key=lambda r: r["run"], reverse=True)
+    for rid in reversed(list_runs(project)):
+        got = project.ctx.get_json(key(rid, "run.json"))
+        if got:
+            out.append({"run": rid, **got[0]})
+    return out
 
 
-def observations(project, run_id: str | None = None) -> tuple[list[dict], str | None]:
+def observations(
+    project, run_id: str | None = None, runs: list[dict] | None = None
+) -> tuple[list[dict], str | None]:
     """The observations of the newest harness run (or ``run_id``): its last generation's
-    ``observations.jsonl``, most important first."""
-    from ..harness.run import PREFIX
-    from ..observe.merge import ordered
+    ``observations.jsonl``, most important first. ``runs``: ``harness_runs``, if at hand."""
+    from ..harness.run import key
+    from ..observe.merge import loads, ordered
 
-    runs = harness_runs(project)
+    runs = harness_runs(project) if runs is None else runs
     run = (
         next((r for r in runs if r["run"] == run_id), None)
         if run_id
@@ -312,19 +313,11 @@ def observations(project, run_id: str | None = None) -> tuple[list[dict], str | 
         return [], run["run"]
     try:
         blob = project.store.get(
-            project.ctx.key(f"{PREFIX}{run['run']}/gen-{max(gens)}/observations.jsonl")
+            project.ctx.key(key(run["run"], f"gen-{max(gens)}", "observations.jsonl"))
         )
     except NotFound:
         return [], run["run"]
-    entries = {}
-    for line in blob.data.decode("utf-8", "replace").splitlines():
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(e, dict) and "fingerprint" in e:
-            entries[e["fingerprint"]] = e
-    return ordered(entries), run["run"]
+    return ordered(loads(blob.data.decode("utf-8", "replace"))), run["run"]
 
 
 def capsules(project) -> list[dict]:
@@ -348,20 +341,15 @@ def capsules(project) -> list[dict]:
 
 
 def capsule(project, cid: str) -> dict | None:
-    from ..capsule import model, share
-    from ..capsule.share import PREFIX, is_id
+    from ..capsule import share
 
-    if not is_id(cid):
+    if not share.is_id(cid):
         raise NotFound(f"invalid capsule id {cid!r}")
     try:
-        data = project.store.get(project.ctx.key(f"{PREFIX}{cid}/capsule.json")).data
+        _, doc = share.fetch_doc(project, cid)
     except NotFound:
         return None
-    if len(data) > model.MAX_CAPSULE_BYTES:
-        raise FormatError(f"capsule {cid} is too large to show")
-    doc = json.loads(data)
-    model.check_header(doc)
-    got = project.ctx.get_json(f"{PREFIX}{cid}/status.json")
+    got = project.ctx.get_json(f"{share.PREFIX}{cid}/status.json")
     return {"doc": doc, "status": got[0] if got else None, "replays": share.replays(project, cid)}
 
 

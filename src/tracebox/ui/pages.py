@@ -136,16 +136,36 @@ def _solved(run: dict) -> str:
 HOME_ROWS = 60
 
 
+def _grid(head: tuple[str, ...], rows: list[str] | str, empty: str) -> str:
+    """A table; ROWS are ready ``<tr>`` markup (EMPTY is shown when there are none)."""
+    body = "".join(rows) or f'<tr><td colspan={len(head)} class="muted">{e(empty)}</td></tr>'
+    ths = "".join(f"<th>{h}</th>" for h in head)
+    return f'<table class="grid"><thead><tr>{ths}</tr></thead><tbody>{body}</tbody></table>'
+
+
 def _table(
     title: str, head: tuple[str, ...], rows: list[str] | str, empty: str, more: str = ""
 ) -> str:
-    """A titled card holding a table; ROWS are ready ``<tr>`` markup."""
-    body = "".join(rows) or f'<tr><td colspan={len(head)} class="muted">{e(empty)}</td></tr>'
-    ths = "".join(f"<th>{h}</th>" for h in head)
-    return (
-        f'<section class="card"><h2>{title}</h2><table class="grid"><thead><tr>{ths}</tr>'
-        f"</thead><tbody>{body}</tbody></table>{more}</section>"
-    )
+    """A titled card holding a ``_grid``."""
+    return f'<section class="card"><h2>{title}</h2>{_grid(head, rows, empty)}{more}</section>'
+
+
+CAPSULE_HEAD = ("Capsule", "Harness", "Failure", "State", "Fixed in")
+
+
+def _capsule_rows(items: list[dict]) -> list[str]:
+    """One row per capsule (``data.capsule`` dicts): id, harness, what failed, its state."""
+    from ..capsule.model import headline
+
+    rows = []
+    for c in items:
+        d, st = c["doc"], c["status"] or {}
+        rows.append(
+            f'<tr><td><a class="mono" href="/capsules/{e(d.get("id"))}">{e(d.get("id"))}</a></td>'
+            f"<td>{e((d.get('source') or {}).get('harness'))}</td><td>{e(headline(d)[:120])}</td>"
+            f"<td>{_status(st.get('state') or 'local')}</td><td>{e(st.get('fixed_in') or '')}</td></tr>"
+        )
+    return rows
 
 
 def home(s: dict) -> str:
@@ -193,16 +213,6 @@ def home(s: dict) -> str:
         f'<td><a href="/observations?{q(run=r["run"])}">observations</a></td></tr>'
         for r in s["runs"][:HOME_ROWS]
     ]
-    caps = []
-    for c in s["capsules"][:HOME_ROWS]:
-        d, st = c["doc"], c["status"] or {}
-        f = d.get("failure") or {}
-        err = ((f.get("signature") or {}).get("errors") or [f.get("command") or ""])[0]
-        caps.append(
-            f'<tr><td><a class="mono" href="/capsules/{e(d.get("id"))}">{e(d.get("id"))}</a></td>'
-            f"<td>{e(str(err)[:120])}</td><td>{_status(st.get('state') or 'local')}</td>"
-            f"<td>{e(st.get('fixed_in') or '')}</td></tr>"
-        )
     agents = [
         f"<tr><td>{e(a['agent'])}</td><td class=num>{a['events']:,}</td>"
         f"<td>{_time(a['first'])}</td><td>{_time(a.get('last'))}</td></tr>"
@@ -242,7 +252,10 @@ def home(s: dict) -> str:
             "No harness runs.",
         )
         + _table(
-            "Capsules", ("Capsule", "Failure", "State", "Fixed in"), caps, "No capsules pushed."
+            "Capsules",
+            CAPSULE_HEAD,
+            _capsule_rows(s["capsules"][:HOME_ROWS]),
+            "No capsules pushed.",
         )
         + _table("Agents", ("Agent", "Events", "First seen", "Last seen"), agents, "No agents yet.")
         + _table("Sessions", ("Harness", "Sessions"), sess, "No sessions indexed yet.")
@@ -543,16 +556,15 @@ def observations_page(entries: list[dict], run_id: str | None, runs: list[str]) 
 
 
 def harness_list(runs: list[dict]) -> str:
-    trs = (
-        "".join(
-            f'<tr><td><a href="/harness/{urllib.parse.quote(r["run"])}">{e(r["run"])}</a></td>'
-            f"<td>{len(r.get('generations') or [])}</td><td>{len((r.get('config') or {}).get('variants') or [])}</td>"
-            f"<td>{e(_solved(r))}</td></tr>"
-            for r in runs
-        )
-        or "<tr><td colspan=4 class=muted>No harness runs.</td></tr>"
+    trs = [
+        f'<tr><td><a href="/harness/{urllib.parse.quote(r["run"])}">{e(r["run"])}</a></td>'
+        f"<td>{len(r.get('generations') or [])}</td><td>{len((r.get('config') or {}).get('variants') or [])}</td>"
+        f"<td>{e(_solved(r))}</td></tr>"
+        for r in runs
+    ]
+    return "<h1>Harness runs</h1>" + _grid(
+        ("Run", "Generations", "Variants", "Solved per generation"), trs, "No harness runs."
     )
-    return f'<h1>Harness runs</h1><table class="grid"><thead><tr><th>Run</th><th>Generations</th><th>Variants</th><th>Solved per generation</th></tr></thead><tbody>{trs}</tbody></table>'
 
 
 def harness_run(report_html: str) -> str:
@@ -562,23 +574,9 @@ def harness_run(report_html: str) -> str:
 
 
 def capsules_list(items: list[dict]) -> str:
-    trs = []
-    for c in items:
-        d, st = c["doc"], c["status"] or {}
-        f = d.get("failure") or {}
-        err = (
-            (f.get("signature") or {}).get("errors") or [f.get("command") or f.get("tool") or ""]
-        )[0]
-        trs.append(
-            f'<tr><td><a class="mono" href="/capsules/{e(d.get("id"))}">{e(d.get("id"))}</a></td>'
-            f"<td>{e((d.get('source') or {}).get('harness'))}</td><td>{e(str(err)[:120])}</td>"
-            f"<td><span class='badge {'ok' if st.get('state') == 'resolved' else ''}'>{e(st.get('state') or 'local')}</span></td>"
-            f"<td>{e(st.get('fixed_in') or '')}</td></tr>"
-        )
-    body = (
-        "".join(trs) or "<tr><td colspan=5 class=muted>No capsules pushed to this bucket.</td></tr>"
+    return "<h1>Capsules</h1>" + _grid(
+        CAPSULE_HEAD, _capsule_rows(items), "No capsules pushed to this bucket."
     )
-    return f'<h1>Capsules</h1><table class="grid"><thead><tr><th>Capsule</th><th>Harness</th><th>Failure</th><th>State</th><th>Fixed in</th></tr></thead><tbody>{body}</tbody></table>'
 
 
 def capsule_page(c: dict) -> str:

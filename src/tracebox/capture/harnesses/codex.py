@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from ...errors import FormatError
+from ...trace.facts import _PATCH_FILE  # apply_patch's "*** Add|Update|Delete File: path"
 from ...trace.model import (
     Attachment,
     Compaction,
@@ -72,7 +73,6 @@ _CALLS = frozenset({"function_call", "custom_tool_call", "local_shell_call", "we
 _OUTPUTS = frozenset({"function_call_output", "custom_tool_call_output"})
 _ERROR_EVENTS = {"turn_aborted": "aborted", "error": "error", "stream_error": "error"}
 _EXIT = re.compile(r"(?:^|\n)(?:Exit code:|Process exited with code)\s*(-?\d+)")
-_PATCH_FILE = re.compile(r"^\*\*\* (?:Add|Update|Delete) File: (.+)$", re.M)
 _PATCH_MOVE = re.compile(r"^\*\*\* Move to: (.+)$", re.M)
 _decode = msgspec.json.decode
 
@@ -326,7 +326,7 @@ class _Builder:
                 patch = _str(cmd[-1])
         if patch:
             for m in _PATCH_FILE.finditer(patch):
-                self.files.setdefault(m.group(1).strip())
+                self.files.setdefault(m.group(2).strip())
             for m in _PATCH_MOVE.finditer(patch):
                 self.files.setdefault(m.group(1).strip())
 
