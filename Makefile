@@ -10,7 +10,7 @@ LINT_PATHS := $(wildcard src tests benchmarks examples)
 # apt-get needs root; use sudo when we are not.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv demo ui test bench lint schema chromium wrk clean
+.PHONY: venv demo ui test bench lint schema chromium wrk clean flink
 
 # venv: create .venv if missing and install tracebox editable with the dev and hf
 # extras; re-installs only when pyproject.toml is newer than the stamp file.
@@ -57,6 +57,17 @@ wrk:
 # bench: speed/memory benchmarks; figures go to benchmarks/results/.
 bench: venv wrk chromium
 	$(PY) benchmarks/run.py
+
+# flink: run the Flink SQL of `tracebox alerts flink-sql` on a real Flink engine and compare
+# its firings with tracebox's own (benchmarks/flink_check.py). PyPI apache-flink (~840 MB,
+# Java 17) goes into a separate .venv-flink, never into .venv; not part of `make test`.
+FLINK_VENV := .venv-flink
+
+flink: venv
+	@[ -x $(FLINK_VENV)/bin/python ] || $(PYTHON) -m venv $(FLINK_VENV)
+	@$(FLINK_VENV)/bin/python -c "import pyflink" 2>/dev/null || \
+		$(FLINK_VENV)/bin/pip install --disable-pip-version-check -q apache-flink
+	$(PY) benchmarks/flink_check.py --flink-python $(FLINK_VENV)/bin/python
 
 # lint: ruff lint rules and formatting check (no changes made).
 lint: venv

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -173,3 +174,21 @@ def summary(values: Sequence[float]) -> dict:
         "max": max(values),
         "mean": sum(values) / len(values),
     }
+
+
+def spawn(cmd: list[str], env: Mapping[str, str], cwd, **kw) -> subprocess.Popen:
+    """A background process in a session of its own (so ``stop`` ends its whole group)."""
+    return subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, text=True, start_new_session=True, **kw
+    )
+
+
+def stop(p: subprocess.Popen) -> None:
+    """SIGTERM to the process group, SIGKILL after 10 s; waits for the exit."""
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()

@@ -20,7 +20,11 @@ benchmarks are modules of their own, each also runnable alone:
 - mirror:   bench_mirror.py — mirror + scrub MB/s into S3 (vs tracecraft session mirror);
 - index:    bench_index.py  — index build steps/s, search p50/p95 at 1M steps;
 - proxy:    bench_proxy.py  — added latency, req/s, TTFT vs LiteLLM; stored bytes; RSS;
-- ui:       bench_ui.py     — `tracebox ui` page times in Chromium at 10,000/50,000 events.
+- ui:       bench_ui.py     — `tracebox ui` page times in Chromium at 10,000/50,000 events;
+- kafka:    bench_kafka.py  — events/s into Kafka from a simulated fleet of 100 agents;
+- alerts:   bench_alerts.py — event -> alert fires p50/p99 (proxy feed, Kafka), engine events/s;
+- warehouse: bench_warehouse.py — sync rows/s; cost per model over 10M steps, DuckDB vs SQLite;
+- mcp:      bench_mcp.py    — `tracebox mcp` tool call latency (stdio, HTTP) vs one CLI process.
 
 Results: ``benchmarks/results/<name>.json`` (raw figures + machine info) and
 ``benchmarks/results/latest.md`` (the tables, also printed).
@@ -75,7 +79,18 @@ QUICK = {
 }
 COORD_SECTIONS = ("latency", "stampede", "burst", "inbox")
 # capture benchmarks live in benchmarks/bench_<name>.py: run(quick) -> dict, report(dict) -> str
-CAPTURE_SECTIONS = ("parse", "scrub", "mirror", "index", "proxy", "ui")
+CAPTURE_SECTIONS = (
+    "parse",
+    "scrub",
+    "mirror",
+    "index",
+    "proxy",
+    "ui",
+    "kafka",
+    "alerts",
+    "warehouse",
+    "mcp",
+)
 SECTIONS = COORD_SECTIONS + CAPTURE_SECTIONS
 
 

@@ -9,6 +9,10 @@ Fixtures
 - ``cli``: runs ``python -m tracebox ARGS`` as a real subprocess; returns CompletedProcess.
 - ``browser`` (session): Debian's headless Chromium driven by Playwright (never a
   downloaded browser), for the timeline and UI tests.
+- ``kafka`` (session): the bootstrap ``host:port`` of a Kafka-protocol broker (noida-db
+  on a free 127.0.0.1 port, stopped by PID at the end; or ``TRACEBOX_TEST_KAFKA``'s
+  broker). ``kafka_broker``: a broker of the test's own that ``restart()`` can stop and
+  start again on the same port (skipped with an external broker).
 
 Every test also runs with ``TRACEBOX_*`` env vars removed and the XDG config/data/state
 dirs pointed at a temp dir, so a developer's own config never leaks into a test.
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+import kafka as kafka_server
 from seaweed import S3Server
 from seaweed import start as start_seaweed
 
@@ -81,6 +86,32 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Kafka-protocol broker for the whole session: its bootstrap ``host:port``. Tests
+    share it, so each uses topic prefixes of its own."""
+    try:
+        broker = kafka_server.start(tmp_path_factory.mktemp("kafka"))
+    except (RuntimeError, TimeoutError) as e:
+        pytest.fail(str(e))
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka_broker(tmp_path: Path) -> Iterator[kafka_server.Broker]:
+    """A broker of this test's own, which ``restart()`` stops and starts again."""
+    if kafka_server.EXTERNAL:
+        pytest.skip("TRACEBOX_TEST_KAFKA names an external broker, which cannot be restarted")
+    broker = kafka_server.start(tmp_path / "kafka")
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -293,3 +293,50 @@ def test_transcripts_of_known_agents_are_mirrored(world, tmp_path):
     sid = r["transcripts"][0].split(":", 1)[1]
     keys = [m.key for m in p.store.list(p.ctx.key(f"sessions/claude-code/{sid}/"))]
     assert any("part-" in k for k in keys)
+
+
+def test_an_alert_stops_a_running_variant(world, tmp_path, cli):
+    """`tracebox alerts run` with ``then = ["stop"]``, as a process of its own, stops a
+    variant the harness is running (its watch polls the stop request in the bucket)."""
+    import threading
+
+    agent = tmp_path / "hang.py"
+    agent.write_text("import time\ntime.sleep(300)\n")
+    h = world["root"] / "H.toml"
+    h.write_text(
+        f'[run]\nname = "halt"\nrepo = {json.dumps(str(world["repo"]))}\nbase = "main"\n'
+        f'task = "x"\nagent = "{sys.executable} {agent}"\nvalidator = "true"\n'
+    )
+    done: dict = {}
+    worker = threading.Thread(
+        target=lambda: done.update(run.run(config.load(str(h)), world["project"]))
+    )
+    worker.start()
+    try:
+        deadline, session = time.monotonic() + 60, None
+        while session is None and time.monotonic() < deadline:
+            running = [s for s in world["project"].steps() if s.get("status") == "claimed"]
+            session = running[0]["step"] if running else None
+            time.sleep(0.2)
+        assert session, "the variant never started"
+        failing = {"command": "make test", "failed": True}
+        events = tmp_path / "events.jsonl"
+        events.write_text(
+            "".join(
+                json.dumps({"type": "call.start", "session": session, "tool_results": [failing]})
+                + "\n"
+                for _ in range(3)
+            )
+        )
+        rules = tmp_path / "rules.toml"
+        rules.write_text(
+            '[[alert]]\nuse = "same_failing_command"\nthreshold = 3\nthen = ["stop"]\n'
+        )
+        bucket = str(world["root"] / "bucket")
+        r = cli("--bucket", bucket, "--project", "demo", "alerts", "run", rules, "--file", events)
+        assert r.returncode == 0, r.stderr
+    finally:
+        worker.join(90)
+    assert not worker.is_alive()
+    r = json.loads(_get(world["project"], f"harness/{done['run']}/gen-1/summary.json"))["results"]
+    assert r[0]["stopped"].startswith("alert: same_failing_command") and not r[0]["solved"]

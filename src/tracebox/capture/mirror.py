@@ -606,6 +606,7 @@ class Mirror:
             )
             if res.uploaded_parts or res.new_generation:
                 self._event(res)
+                self._publish(sf, res)
             for s in streams:
                 r = results.get(s.name)
                 if r is not None and stats[s.name] is not None:
@@ -782,6 +783,22 @@ class Mirror:
             shown, _ = self._scrub(shown.encode("utf-8", "surrogateescape"))
             shown = shown.decode("utf-8", "replace")
         return shown
+
+    def _publish(self, sf: SessionFile, res: SessionResult) -> None:
+        """Publish the session's new tool calls, results and errors to Kafka when the
+        config has a ``[stream.kafka]`` table (docs/stream.md); never fails the mirror."""
+        raw = self.p.settings.raw
+        if "stream" not in raw:
+            return
+        from ..stream.kafka import publisher
+        from . import harnesses
+
+        pub = publisher(raw)
+        if pub is not None:
+            parse = harnesses.get(sf.harness).parse
+            pub.session(
+                self.ctx, sf.harness, res.session_id, res.generation, lambda: parse(sf.path)
+            )
 
     def _event(self, res: SessionResult) -> None:
         from ..coord import events

@@ -83,6 +83,13 @@ COMMANDS = {
     "See": {
         "ui": ("ui", "ui_cmd", "A web UI of the bucket: timeline (live), sessions, search, stats…"),
     },
+    "At scale": {
+        "stream": ("stream", "stream_group", "Publish every event to Kafka, keyed by session."),
+        "alerts": ("alerts", "alerts_group", "Live alert rules on the feed or Kafka; Flink SQL."),
+        "warehouse": ("warehouse", "warehouse_group", "Compact the bucket into Parquet tables."),
+        "sql": ("warehouse", "sql_cmd", "Run SQL (DuckDB) over the Parquet warehouse."),
+        "mcp": ("mcp", "mcp_cmd", "Serve coordination as MCP tools (stdio or HTTP)."),
+    },
     "Record and replay": {
         "log": ("log", "log_cmd", "Print the run's timeline from the event log."),
         "event": ("log", "event_cmd", "Append a custom event to the log."),

@@ -66,10 +66,15 @@ def finish(p) -> None:
     p.warnings.clear()
 
 
-def emit_json(obj) -> None:
+def to_json(obj) -> str:
+    """The text ``--json`` prints for ``obj`` (also what `tracebox mcp` tools return)."""
     import msgspec
 
-    sys.stdout.write(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode() + "\n")
+    return msgspec.json.format(msgspec.json.encode(obj), indent=2).decode()
+
+
+def emit_json(obj) -> None:
+    sys.stdout.write(to_json(obj) + "\n")
 
 
 def table(rows: list[dict], cols: list[tuple[str, str]], empty: str = "(none)") -> None:

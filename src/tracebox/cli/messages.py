@@ -58,6 +58,11 @@ def _read_text(path: str) -> str:
         raise UsageError(f"{path} is not valid UTF-8 text") from None
 
 
+def inbox_counts(msgs: list[dict]) -> dict:
+    """``inbox --count --json``: how many messages, and how many of them unread."""
+    return {"count": len(msgs), "unread": sum(not m["read"] for m in msgs)}
+
+
 @click.command("inbox")
 @click.option("--unread", is_flag=True, help="Only messages not yet acknowledged.")
 @click.option("--ack", is_flag=True, help="Mark the messages shown as read.")
@@ -76,7 +81,7 @@ def inbox_cmd(ctx, unread, ack, limit, count_only, as_json):
     msgs = p.inbox(unread=unread, ack=ack, limit=limit, bodies=not count_only)
     if count_only:
         if as_json:
-            return emit_json({"count": len(msgs), "unread": sum(not m["read"] for m in msgs)})
+            return emit_json(inbox_counts(msgs))
         return click.echo(str(len(msgs)))
     if as_json:
         return emit_json(msgs)

@@ -62,7 +62,9 @@ def index_cmd(ctx, local, bucket, harnesses, rebuild, quiet, db_path, as_json):
 
     if rebuild:
         db.remove(db_path)
-    report = _refresh(ctx, _connect(db_path), db_path, local, bucket, harnesses, quiet or as_json)
+    report = refresh_index(
+        _connect(db_path), db_path, _project_of(ctx), local, bucket, harnesses, quiet or as_json
+    )
     path = str(db_path or db.default_path())
     if as_json:
         return emit_json({"index": path, **report.__dict__})
@@ -84,9 +86,17 @@ def index_cmd(ctx, local, bucket, harnesses, rebuild, quiet, db_path, as_json):
 REFRESH_AFTER = 60.0  # seconds: search and stats refresh an index older than this first
 
 
-def _refresh(ctx, conn, db_path, local=False, bucket=False, harnesses=(), quiet=True):
-    """Index what changed: local transcripts unless ``bucket`` only, and the configured
-    bucket unless ``local`` only (a missing bucket config is fine then)."""
+def _project_of(ctx):
+    """Opens the configured project when first called (``refresh_index``'s ``project``)."""
+    from ._common import open_project
+
+    return lambda: open_project(ctx, "index", beat=False)
+
+
+def refresh_index(conn, db_path, project, local=False, bucket=False, harnesses=(), quiet=True):
+    """Index what changed: local transcripts unless ``bucket`` only, and the bucket of
+    ``project()`` (a callable returning the Project) unless ``local`` only (a missing
+    bucket config is fine then)."""
     from pathlib import Path
 
     from ..errors import ConfigError, TraceboxError
@@ -97,14 +107,10 @@ def _refresh(ctx, conn, db_path, local=False, bucket=False, harnesses=(), quiet=
         if local or not bucket:
             report.merge(sync.index_local(conn, list(harnesses) or None, progress=progress))
         if bucket or not local:
-            from ._common import open_project
-
             try:
-                project = open_project(ctx, "index", beat=False)
-                report.merge(
-                    sync.index_bucket(conn, project, list(harnesses) or None, progress=progress)
-                )
-                report.merge(sync.index_calls(conn, project))  # after transcripts: links
+                p = project()
+                report.merge(sync.index_bucket(conn, p, list(harnesses) or None, progress=progress))
+                report.merge(sync.index_calls(conn, p))  # after transcripts: links
             except ConfigError:
                 if bucket:
                     raise  # asked for the bucket, and none is configured
@@ -116,7 +122,7 @@ def _refresh(ctx, conn, db_path, local=False, bucket=False, harnesses=(), quiet=
     return report
 
 
-def _fresh_connection(ctx, db_path, refresh: bool | None):
+def fresh_connection(db_path, refresh: bool | None, project):
     """The index, refreshed first when ``refresh`` is True, or when None (the default) and
     it was last refreshed more than a minute ago — so `search` right after `session
     mirror` finds what was just mirrored, without a separate `tracebox index`."""
@@ -132,7 +138,7 @@ def _fresh_connection(ctx, db_path, refresh: bool | None):
             age = float("inf")
         refresh = age > REFRESH_AFTER
     if refresh:
-        _refresh(ctx, conn, db_path)
+        refresh_index(conn, db_path, project)
     return conn
 
 
@@ -199,7 +205,7 @@ def search_cmd(ctx, query, harness, agent, model, since, kind, limit, refresh, d
     color = not as_json and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     marks = ("\x1b[1m", "\x1b[22m") if color else ("[", "]")
     result = search.search(
-        _fresh_connection(ctx, db_path, refresh),
+        fresh_connection(db_path, refresh, _project_of(ctx)),
         query,
         harness=harness,
         agent=agent,
@@ -210,11 +216,7 @@ def search_cmd(ctx, query, harness, agent, model, since, kind, limit, refresh, d
         marks=marks,
     )
     if result.window:
-        click.echo(
-            f"tracebox: note: more than {result.window:,} matches; ranked the "
-            f"{result.window:,} most recently indexed (add words or filters to narrow)",
-            err=True,
-        )
+        click.echo(f"tracebox: note: {window_note(result.window)}", err=True)
     hits = result.hits
     if as_json:
         return emit_json(hits)
@@ -232,6 +234,14 @@ def search_cmd(ctx, query, harness, agent, model, since, kind, limit, refresh, d
         click.echo(click.style(f"    {h.origin}", dim=True) if color else f"    {h.origin}")
 
 
+def window_note(window: int) -> str:
+    """What to tell when more texts matched than ``search`` ranks."""
+    return (
+        f"more than {window:,} matches; ranked the {window:,} most recently indexed "
+        "(add words or filters to narrow)"
+    )
+
+
 # -- stats -------------------------------------------------------------------------------
 
 
@@ -247,7 +257,7 @@ def stats_cmd(ctx, by, since, refresh, db_path, as_json):
     from ..index import db, stats
 
     result = stats.stats(
-        _fresh_connection(ctx, db_path, refresh),
+        fresh_connection(db_path, refresh, _project_of(ctx)),
         by=by,
         since=db.since_bound(since) if since else None,
     )

@@ -47,7 +47,33 @@ def append(
         "data": data or {},
     }
     ctx.put_json(event_key(ts, who, rand), ev)
+    _publish(ctx, ev)
     return ev
+
+
+_kafka: list = []  # [this process's [stream.kafka] publisher, or None], looked up once
+
+
+def _publish(ctx: Ctx, ev: dict) -> None:
+    """Hand the event just written to Kafka when the config has a ``[stream.kafka]``
+    table (docs/stream.md); it is in the bucket already, so a broker that is down costs
+    a warning, not the event. Without the table the Kafka module is never imported."""
+    if not _kafka:
+        from ..config import load_settings
+        from ..errors import TraceboxError
+
+        try:
+            raw = load_settings().raw
+        except TraceboxError:  # the command itself reports a bad config file
+            raw = {}
+        if "stream" in raw:
+            from ..stream.kafka import publisher
+
+            _kafka.append(publisher(raw))
+        else:
+            _kafka.append(None)
+    if _kafka[0] is not None:
+        _kafka[0].coord(ctx, ev)
 
 
 _TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+){0,4}")

@@ -7,84 +7,94 @@ reason, whether a rule fires:
 
 * ``no_progress`` — no model call and no output for that many seconds;
 * ``same_failing_command`` — the same command reported failing that many times;
-* ``token_rate`` — more tokens than that per minute (over the last minute, once a minute
-  of history exists, or as soon as one minute's budget is spent);
+* ``token_rate`` — more tokens than that within the last minute;
 * ``repeated_responses`` — that many identical model answers in a row.
 
-Rules are data (the ``[rules]`` table of the harness file); this module only evaluates
-them. ``Watch`` is thread-safe: events arrive on the proxy's thread, output on a reader
-thread, ``check`` runs on the monitor's.
+Rules are data (the ``[rules]`` table of the harness file): each is a preset of the alert
+rule language, evaluated by the one alert engine (``tracebox.stream.alerts``), watching the
+agent as one group. A ``stop`` callable (``stop_requests``) lets a ``tracebox alerts`` rule
+stop the agent from outside. ``Watch`` is thread-safe: events arrive on the proxy's thread,
+output on a reader thread, ``check`` runs on the monitor's.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import Counter, deque
+from collections.abc import Callable
 
+from ..stream import alerts
 from .config import Rules
+
+ORDER = ("no_progress", "same_failing_command", "token_rate", "repeated_responses")
+STOP_POLL_S = 1.0
+
+
+def harness_rules(rules: Rules) -> list[alerts.Rule]:
+    """The alert rules of a harness ``[rules]`` table, watching one agent (no grouping)."""
+    return [
+        alerts.preset(name, getattr(rules, name), group_by=(), source="[rules]")
+        for name in ORDER
+        if getattr(rules, name)
+    ]
 
 
 class Watch:
-    def __init__(self, rules: Rules, clock=time.monotonic):
-        self.rules, self.clock = rules, clock
+    def __init__(
+        self,
+        rules: Rules,
+        clock=time.monotonic,
+        stop: Callable[[], str | None] | None = None,
+    ):
+        self.rules, self.clock, self.stop = rules, clock, stop
         self._mu = threading.Lock()
-        self._last_activity = clock()
-        self._failing: Counter[str] = Counter()
-        self._tokens: deque[tuple[float, int]] = deque()
-        self._digests: deque[str] = deque(maxlen=max(1, rules.repeated_responses or 1))
+        self._engine = alerts.Engine(harness_rules(rules), clock())
+        self._pending: list[alerts.Firing] = []
         self._fired: str | None = None
         self.calls = 0
 
     def activity(self) -> None:
-        with self._mu:
-            self._last_activity = self.clock()
+        self._feed({"type": alerts.OUTPUT_EVENT})
 
     def event(self, ev: dict) -> None:
-        kind = ev.get("type")
-        now = self.clock()
+        self._feed(ev)
+
+    def _feed(self, ev: dict) -> None:
         with self._mu:
-            self._last_activity = now
-            if kind == "call.start":
+            if ev.get("type") == "call.start":
                 self.calls += 1
-                for r in ev.get("tool_results") or []:
-                    cmd = r.get("command") if isinstance(r, dict) else None
-                    if cmd and r.get("failed"):
-                        self._failing[" ".join(str(cmd).split())] += 1
-            elif kind in ("call.end", "call.error"):
-                u = ev.get("usage") or {}
-                n = sum(
-                    int(u.get(k) or 0) for k in ("input", "output", "cache_read", "cache_write")
-                )
-                if n:
-                    self._tokens.append((now, n))
-                d = ev.get("response_digest")
-                if d:
-                    self._digests.append(d)
+            self._pending += self._engine.process(ev, self.clock())
 
     def check(self) -> str | None:
         """The reason a rule fires now, or None (once fired, the same reason stays)."""
         with self._mu:
             if self._fired:
                 return self._fired
-            r, now = self.rules, self.clock()
-            why = None
-            if r.no_progress and now - self._last_activity >= r.no_progress:
-                why = f"no_progress: no model call or output for {now - self._last_activity:.0f} s"
-            if why is None and r.same_failing_command:
-                cmd, n = next(iter(self._failing.most_common(1)), (None, 0))
-                if cmd and n >= r.same_failing_command:
-                    why = f"same_failing_command: `{cmd[:120]}` failed {n} times"
-            if why is None and r.token_rate:
-                while self._tokens and now - self._tokens[0][0] > 60:
-                    self._tokens.popleft()
-                spent = sum(n for _, n in self._tokens)
-                if spent > r.token_rate:
-                    why = f"token_rate: {spent} tokens in the last minute (limit {r.token_rate})"
-            if why is None and r.repeated_responses and len(self._digests) >= r.repeated_responses:
-                if len(set(self._digests)) == 1:
-                    why = (
-                        f"repeated_responses: the same answer {r.repeated_responses} times in a row"
-                    )
-            self._fired = why
-            return why
+            self._pending += self._engine.tick(self.clock())
+            if self._pending:
+                self._fired = min(self._pending, key=lambda f: ORDER.index(f.rule.name)).message
+            elif self.stop is not None:
+                why = self.stop()
+                self._fired = f"alert: {why}" if why else None
+            return self._fired
+
+
+def stop_requests(project, session: str, *, every: float = STOP_POLL_S, clock=time.monotonic):
+    """A ``Watch(stop=…)`` callable: the stop request an alert wrote for ``session``
+    (``tracebox alerts`` rules with ``then = ["stop"]``), read at most every ``every``
+    seconds; a bucket error reads as "no request" (it is asked again next time)."""
+    from ..errors import TraceboxError
+
+    last = [-every]
+
+    def poll() -> str | None:
+        now = clock()
+        if now - last[0] < every:
+            return None
+        last[0] = now
+        try:
+            return alerts.stop_requested(project.ctx, session)
+        except TraceboxError:
+            return None
+
+    return poll

@@ -128,7 +128,7 @@ def run_variant(task: VariantTask) -> dict:
             root=os.path.join(task.workroot, "spool", step), project=project, ship="thread"
         )
         app = ProxyApp(providers.upstreams_from(os.environ), spool, attributor=Attributor())
-        watch = live.Watch(cfg.rules)
+        watch = live.Watch(cfg.rules, stop=live.stop_requests(project, step))
         sub = app.feed.subscribe(session=step, on_event=watch.event)
         proxy = server.start_in_thread(app)
         try:

@@ -26,7 +26,7 @@ from typing import Any, Literal, NamedTuple
 
 import msgspec
 
-from ..trace.model import Reasoning, Session, Step, Text, ToolCall, ToolResult
+from ..trace.model import Reasoning, Session, Step, Text, ToolCall, ToolResult, Usage
 from .db import utc_iso
 
 MAX_DOC_CHARS = 100_000  # text of one (step, kind) kept searchable; the rest is cut
@@ -93,14 +93,14 @@ def index_session(
         return Indexed("unchanged", 0)
     db.execute("BEGIN IMMEDIATE")
     try:
-        existed = _delete(db, _uid(session, None))
+        existed = _delete(db, uid(session, None))
         first_doc = db.execute("SELECT COALESCE(max(rowid), 0) + 1 FROM docs").fetchone()[0]
         next_doc = first_doc
         root_key = None
         steps = 0
-        for s, parent_id in _walk(session, None):
+        for s, parent_id in walk(session):
             # a subagent indexed before on its own (or under another origin) is replaced too
-            _delete(db, _uid(s, parent_id))
+            _delete(db, uid(s, parent_id))
             key = _insert_session(db, s, parent_id, origin, root_key)
             root_key = root_key or key
             n, next_doc = _insert_steps(db, key, s, next_doc)
@@ -125,15 +125,66 @@ def index_session(
     return Indexed("updated" if existed else "added", steps)
 
 
-def _walk(s: Session, parent_id: str | None) -> Iterator[tuple[Session, str | None]]:
+def walk(s: Session, parent_id: str | None = None) -> Iterator[tuple[Session, str | None]]:
+    """The session and its subagent sessions, depth first, each with its parent's id."""
     yield s, parent_id
     for sub in s.subagents:
-        yield from _walk(sub, s.id)
+        yield from walk(sub, s.id)
 
 
-def _uid(s: Session, parent_id: str | None) -> str:
+def uid(s: Session, parent_id: str | None) -> str:
+    """The key of a session among all harnesses: ``harness:id``, or
+    ``harness:parent/id`` for a subagent (ids are only unique within a parent)."""
     parent = parent_id or s.parent_session
     return f"{s.harness}:{parent}/{s.id}" if parent else f"{s.harness}:{s.id}"
+
+
+class StepFacts(NamedTuple):
+    """What a step adds to usage counts, with the rules every consumer applies."""
+
+    idx: int  # the step's index (its position when the adapter gave none)
+    usage: Usage | None  # its response's usage, on the first step of each response only
+    tool_calls: int  # tool-call ids first seen in this step
+    tool_errors: int  # call ids whose first failing result is in this step
+
+
+def step_facts(s: Session) -> list[StepFacts]:
+    """One ``StepFacts`` per step of ``s`` (not its subagents), in order.
+
+    The trace model promises usage on exactly one step per response id; this makes sure,
+    so sums over steps count each model response once."""
+    out: list[StepFacts] = []
+    responses: set[str] = set()
+    calls: set[str] = set()
+    failed: set[str] = set()
+    for pos, st in enumerate(s.steps):
+        idx = st.index if isinstance(st.index, int) else pos
+        usage = None
+        if st.usage is not None:
+            rid = st.response_id or f"#{idx}"
+            if rid not in responses:
+                responses.add(rid)
+                usage = st.usage
+        new_calls = new_errors = 0
+        for p in st.parts:
+            if isinstance(p, ToolCall) and p.id not in calls:
+                calls.add(p.id)
+                new_calls += 1
+            elif isinstance(p, ToolResult) and p.is_error and p.call_id not in failed:
+                failed.add(p.call_id)
+                new_errors += 1
+        out.append(StepFacts(idx, usage, new_calls, new_errors))
+    return out
+
+
+def extra_usage(s: Session) -> list[tuple[str, str | None, Usage]]:
+    """``(what, when, usage)`` of model calls that are not a step, counted the way
+    ``trace.model.summarize`` does: compaction calls always (``"compaction"``), a
+    session-level total (``"session_total"``) only when no step carries usage."""
+    rows = [("compaction", c.timestamp, c.usage) for c in s.compactions if c.usage]
+    if s.usage_total is not None and all(st.usage is None for st in s.steps):
+        rows.append(("session_total", s.started, s.usage_total))
+    return rows
 
 
 def _delete(db: sqlite3.Connection, uid: str) -> bool:
@@ -161,7 +212,7 @@ def _insert_session(
         " git_branch, git_commit, started, ended, origin, parent_session,"
         " parent_tool_call_id, root) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
-            _uid(s, parent_id),
+            uid(s, parent_id),
             s.id,
             s.harness,
             s.agent,
@@ -189,26 +240,10 @@ def _insert_steps(db: sqlite3.Connection, key: int, s: Session, rowid: int) -> t
     doc_rows: list[tuple[Any, ...]] = []
     text_rows: list[tuple[int, str]] = []
     started = utc_iso(s.started)
-    responses: set[str] = set()
-    calls: set[str] = set()
-    failed: set[str] = set()
-    for pos, st in enumerate(s.steps):
-        idx = st.index if isinstance(st.index, int) else pos
+    for st, (idx, u, new_calls, new_errors) in zip(s.steps, step_facts(s), strict=True):
         usage: tuple[int | None, ...] = (None,) * 5
-        if st.usage is not None:
-            rid = st.response_id or f"#{idx}"
-            if rid not in responses:  # the model promises one per response; be sure
-                responses.add(rid)
-                u = st.usage
-                usage = (u.input, u.output, u.cache_read, u.cache_write, u.reasoning)
-        new_calls = new_errors = 0
-        for p in st.parts:
-            if isinstance(p, ToolCall) and p.id not in calls:
-                calls.add(p.id)
-                new_calls += 1
-            elif isinstance(p, ToolResult) and p.is_error and p.call_id not in failed:
-                failed.add(p.call_id)
-                new_errors += 1
+        if u is not None:
+            usage = (u.input, u.output, u.cache_read, u.cache_write, u.reasoning)
         when = utc_iso(st.timestamp)
         step_rows.append(
             (
@@ -244,17 +279,13 @@ def _insert_steps(db: sqlite3.Connection, key: int, s: Session, rowid: int) -> t
 
 
 def _insert_extra_usage(db: sqlite3.Connection, key: int, s: Session) -> None:
-    """Usage of calls that are not steps, counted the way ``trace.model.summarize`` does:
-    compaction calls always, a session-level total only when no step carries usage."""
-    rows = [("compaction", utc_iso(c.timestamp), c.usage) for c in s.compactions if c.usage]
-    if s.usage_total is not None and all(st.usage is None for st in s.steps):
-        rows.append(("session_total", utc_iso(s.started), s.usage_total))
+    """Usage of calls that are not steps (``extra_usage``)."""
     db.executemany(
         "INSERT INTO extra_usage(session, what, ts, input, output, cache_read, cache_write,"
         " reasoning) VALUES (?,?,?,?,?,?,?,?)",
         [
-            (key, what, ts, u.input, u.output, u.cache_read, u.cache_write, u.reasoning)
-            for what, ts, u in rows
+            (key, what, utc_iso(ts), u.input, u.output, u.cache_read, u.cache_write, u.reasoning)
+            for what, ts, u in extra_usage(s)
         ],
     )
 
@@ -398,19 +429,19 @@ def index_local(
 # -- the bucket --------------------------------------------------------------------------
 
 
-def index_bucket(
-    db: sqlite3.Connection,
-    project,
-    harnesses: list[str] | None = None,
-    progress: Progress | None = None,
-) -> SyncReport:
-    """Index the sessions mirrored into ``project``'s bucket (``tracebox.capture.mirror``),
-    optionally only those of ``harnesses``.
+class BucketSession(NamedTuple):
+    """One session stored in a project's bucket, listed but not read yet."""
 
-    Each session's origin is ``<bucket url>/<project>/sessions/<harness>/<id>``; its
-    fingerprint the ETag (or fingerprint) the mirror lists, so unchanged sessions are not
-    downloaded again.
-    """
+    key: str  # relative to the project: sessions/<harness>/<id> or calls-by-session/<id>
+    origin: str  # <bucket url>/<project>/<key>
+    fingerprint: str  # changes whenever the session's objects do
+    load: Callable[[], Session]  # reads and parses it
+
+
+def mirrored_sessions(project, harnesses: list[str] | None = None) -> list[BucketSession]:
+    """The sessions mirrored into ``project``'s bucket (``tracebox.capture.mirror``),
+    optionally only those of ``harnesses``, oldest first. The fingerprint is the one the
+    mirror lists, so a session is known unchanged without downloading it."""
     from ..errors import NotSupported
 
     try:
@@ -422,27 +453,69 @@ def index_bucket(
             "indexing the bucket needs tracebox.capture.mirror (list_sessions, "
             "load_session), which this build does not have; use --local"
         )
-    report = SyncReport()
     listed = [
         e for e in mirror.list_sessions(project) if not harnesses or e.get("harness") in harnesses
     ]
-    listed.sort(key=lambda e: str(e.get("updated") or ""))  # oldest first, as index_local
+    listed.sort(key=lambda e: str(e.get("updated") or ""))
     base = f"{str(project.store.url).rstrip('/')}/{project.name}"
-    for done, entry in enumerate(listed, 1):
+    out = []
+    for entry in listed:
         harness, sid = str(entry.get("harness")), str(entry.get("session_id"))
-        origin = str(entry.get("key") or f"sessions/{harness}/{sid}")
-        origin = f"{base}/{origin.lstrip('/')}"
+        key = str(entry.get("key") or f"sessions/{harness}/{sid}").lstrip("/")
         fp = entry.get("fingerprint") or entry.get("etag")
         fingerprint = str(fp) if fp else msgspec.json.encode(entry, order="sorted").decode()
+        out.append(
+            BucketSession(
+                key,
+                f"{base}/{key}",
+                fingerprint,
+                lambda h=harness, i=sid: mirror.load_session(project, h, i),
+            )
+        )
+    return out
+
+
+def captured_sessions(project) -> list[BucketSession]:
+    """The sessions the proxy captured into ``project``'s bucket
+    (``tracebox.capture.proxy.store``; harness ``proxy``), by session id; the fingerprint
+    changes when a call is added."""
+    from ..capture.proxy import store
+
+    base = f"{str(project.store.url).rstrip('/')}/{project.name}"
+    return [
+        BucketSession(
+            f"{store.BY_SESSION}{e['session']}",
+            f"{base}/{store.BY_SESSION}{e['session']}",
+            str(e["fingerprint"]),
+            lambda i=str(e["session"]): store.calls_to_sessions(project, i),
+        )
+        for e in store.list_call_sessions(project)
+    ]
+
+
+def index_bucket(
+    db: sqlite3.Connection,
+    project,
+    harnesses: list[str] | None = None,
+    progress: Progress | None = None,
+) -> SyncReport:
+    """Index the sessions mirrored into ``project``'s bucket (``mirrored_sessions``),
+    optionally only those of ``harnesses``.
+
+    Each session's origin is ``<bucket url>/<project>/sessions/<harness>/<id>``; its
+    fingerprint the one the mirror lists, so unchanged sessions are not downloaded again.
+    """
+    report = SyncReport()
+    listed = mirrored_sessions(project, harnesses)
+    for done, bs in enumerate(listed, 1):
         try:
-            if is_current(db, origin, fingerprint):
+            if is_current(db, bs.origin, bs.fingerprint):
                 report.unchanged += 1
             else:
-                session = mirror.load_session(project, harness, sid)
-                report.count(index_session(db, session, origin, fingerprint))
+                report.count(index_session(db, bs.load(), bs.origin, bs.fingerprint))
         except Exception as e:  # noqa: BLE001 - one bad object must not stop the run
             report.failed += 1
-            report.errors.append(f"{origin}: {_reason(e)}")
+            report.errors.append(f"{bs.origin}: {_reason(e)}")
         if progress:
             progress(done, len(listed), "bucket")
     return report
@@ -457,7 +530,7 @@ def _reason(e: Exception) -> str:
 
 def index_calls(db: sqlite3.Connection, project, progress: Progress | None = None) -> SyncReport:
     """Index the sessions the proxy captured into ``project``'s bucket
-    (``tracebox.capture.proxy.store``), harness ``proxy``.
+    (``captured_sessions``), harness ``proxy``.
 
     Each session's origin is ``<bucket url>/<project>/calls-by-session/<session>``; its
     fingerprint changes when a call is added. A captured session whose id is also a
@@ -469,31 +542,29 @@ def index_calls(db: sqlite3.Connection, project, progress: Progress | None = Non
     ``index_local``/``index_bucket``: a transcript indexed later turns the link on at the
     next run (the fingerprint includes the link).
     """
-    from ..capture.proxy import store
-
     report = SyncReport()
-    listed = store.list_call_sessions(project)
-    base = f"{str(project.store.url).rstrip('/')}/{project.name}/{store.BY_SESSION}"
-    for done, entry in enumerate(listed, 1):
-        sid = str(entry["session"])
-        origin = f"{base}{sid}"
+    listed = captured_sessions(project)
+    for done, bs in enumerate(listed, 1):
+        sid = bs.key.rsplit("/", 1)[-1]
         linked = db.execute(
             "SELECT key, harness FROM sessions WHERE id = ? AND harness != 'proxy'"
             " AND root IS NULL ORDER BY key LIMIT 1",
             (sid,),
         ).fetchone()
-        fingerprint = str(entry["fingerprint"]) + (f"|linked:{linked[1]}" if linked else "")
+        fingerprint = bs.fingerprint + (f"|linked:{linked[1]}" if linked else "")
         try:
-            row = db.execute("SELECT session FROM sources WHERE origin = ?", (origin,)).fetchone()
-            if is_current(db, origin, fingerprint) and row is not None and row[0] is not None:
+            row = db.execute(
+                "SELECT session FROM sources WHERE origin = ?", (bs.origin,)
+            ).fetchone()
+            if is_current(db, bs.origin, fingerprint) and row is not None and row[0] is not None:
                 report.unchanged += 1
             else:
-                session = store.calls_to_sessions(project, sid)
+                session = bs.load()
                 # the other form (linked / not linked) of this session goes first
                 _delete(db, f"proxy:{sid}" if linked else f"proxy:{sid}/{sid}")
                 if linked:
                     session = _as_link(session, f"{linked[1]}:{sid}")
-                report.count(index_session(db, session, origin, fingerprint))
+                report.count(index_session(db, session, bs.origin, fingerprint))
                 if linked:
                     db.execute(
                         "UPDATE sessions SET root = ? WHERE uid = ?",
@@ -501,7 +572,7 @@ def index_calls(db: sqlite3.Connection, project, progress: Progress | None = Non
                     )
         except Exception as e:  # noqa: BLE001 - one bad session must not stop the run
             report.failed += 1
-            report.errors.append(f"{origin}: {_reason(e)}")
+            report.errors.append(f"{bs.origin}: {_reason(e)}")
         if progress:
             progress(done, len(listed), "bucket")
     return report

@@ -94,6 +94,7 @@ def serve(app: ProxyApp, sock: socket.socket) -> None:
         "started": app.started,
         "upstreams": app.upstreams,
     }
+    kafka = publish_feed(app)
     _write_state(path, record)
     # uvicorn stops on SIGTERM, then raises it again: make that an orderly exit so the
     # caller's cleanup (closing the spool) and ours run
@@ -102,6 +103,21 @@ def serve(app: ProxyApp, sock: socket.socket) -> None:
         _server(app).run(sockets=[sock])
     finally:
         _remove_state(path, os.getpid())
+        if kafka is not None:
+            kafka.close()
+
+
+def publish_feed(app: ProxyApp):
+    """Publish the proxy's live feed to Kafka when the config has a ``[stream.kafka]``
+    table (docs/stream.md): a ``FeedPublisher`` to close at exit, or None."""
+    from ...config import load_settings
+
+    settings = load_settings()
+    if "stream" not in settings.raw:
+        return None
+    from ...stream.kafka import attach_feed
+
+    return attach_feed(app.feed, settings.raw, settings.project)
 
 
 def _exit_on_term(signum, frame) -> None:
@@ -116,16 +132,20 @@ class Running:
     url: str
     server: uvicorn.Server
     thread: threading.Thread
+    kafka: Any = None  # the feed's FeedPublisher ([stream.kafka] in the config)
 
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
         self.thread.join(timeout)
+        if self.kafka is not None:
+            self.kafka.close()
 
 
 def start_in_thread(app: ProxyApp, host: str = "127.0.0.1", port: int = 0) -> Running:
     """Serve ``app`` from a daemon thread on ``host:port`` (0: a free port); returns once
     it accepts connections."""
     sock = bind(host, port)
+    kafka = publish_feed(app)
     server = _server(app)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="tracebox-proxy", daemon=True
@@ -135,7 +155,7 @@ def start_in_thread(app: ProxyApp, host: str = "127.0.0.1", port: int = 0) -> Ru
         if not thread.is_alive():
             raise TraceboxError("the proxy failed to start")
         thread.join(0.01)
-    return Running(app, url_of(sock), server, thread)
+    return Running(app, url_of(sock), server, thread, kafka)
 
 
 def find_running(timeout: float = 1.0) -> dict[str, Any] | None:
