@@ -62,9 +62,18 @@ def index_cmd(ctx, local, bucket, harnesses, rebuild, quiet, db_path, as_json):
 
     if rebuild:
         db.remove(db_path)
-    report = refresh_index(
-        _connect(db_path), db_path, _project_of(ctx), local, bucket, harnesses, quiet or as_json
-    )
+    from ..index import refresh
+
+    with _progress(quiet or as_json) as progress:
+        report = refresh.refresh(
+            _connect(db_path),
+            db_path,
+            _project_of(ctx),
+            local=local,
+            bucket=bucket,
+            harnesses=harnesses,
+            progress=progress,
+        )
     path = str(db_path or db.default_path())
     if as_json:
         return emit_json({"index": path, **report.__dict__})
@@ -83,63 +92,11 @@ def index_cmd(ctx, local, bucket, harnesses, rebuild, quiet, db_path, as_json):
         )
 
 
-REFRESH_AFTER = 60.0  # seconds: search and stats refresh an index older than this first
-
-
 def _project_of(ctx):
-    """Opens the configured project when first called (``refresh_index``'s ``project``)."""
+    """Opens the configured project when first called (``index.refresh``'s ``project``)."""
     from ._common import open_project
 
     return lambda: open_project(ctx, "index", beat=False)
-
-
-def refresh_index(conn, db_path, project, local=False, bucket=False, harnesses=(), quiet=True):
-    """Index what changed: local transcripts unless ``bucket`` only, and the bucket of
-    ``project()`` (a callable returning the Project) unless ``local`` only (a missing
-    bucket config is fine then)."""
-    from pathlib import Path
-
-    from ..errors import ConfigError, TraceboxError
-    from ..index import db, sync
-
-    report = sync.SyncReport()
-    with _progress(quiet) as progress:
-        if local or not bucket:
-            report.merge(sync.index_local(conn, list(harnesses) or None, progress=progress))
-        if bucket or not local:
-            try:
-                p = project()
-                report.merge(sync.index_bucket(conn, p, list(harnesses) or None, progress=progress))
-                report.merge(sync.index_calls(conn, p))  # after transcripts: links
-            except ConfigError:
-                if bucket:
-                    raise  # asked for the bucket, and none is configured
-            except TraceboxError as e:
-                if bucket:
-                    raise
-                report.skipped.append(f"bucket: {' '.join(str(e).split())}")
-    Path(f"{db_path or db.default_path()}.refreshed").touch()
-    return report
-
-
-def fresh_connection(db_path, refresh: bool | None, project):
-    """The index, refreshed first when ``refresh`` is True, or when None (the default) and
-    it was last refreshed more than a minute ago — so `search` right after `session
-    mirror` finds what was just mirrored, without a separate `tracebox index`."""
-    import time
-
-    from ..index import db
-
-    conn = _connect(db_path)
-    if refresh is None:
-        try:
-            age = time.time() - os.stat(f"{db_path or db.default_path()}.refreshed").st_mtime
-        except OSError:
-            age = float("inf")
-        refresh = age > REFRESH_AFTER
-    if refresh:
-        refresh_index(conn, db_path, project)
-    return conn
 
 
 refresh_option = click.option(
@@ -201,6 +158,7 @@ def search_cmd(ctx, query, harness, agent, model, since, kind, limit, refresh, d
     tracebox search '"connection refused"' --kind tool_result --since 7d
     """
     from ..index import db, search
+    from ..index.refresh import fresh_connection
 
     color = not as_json and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     marks = ("\x1b[1m", "\x1b[22m") if color else ("[", "]")
@@ -216,7 +174,7 @@ def search_cmd(ctx, query, harness, agent, model, since, kind, limit, refresh, d
         marks=marks,
     )
     if result.window:
-        click.echo(f"tracebox: note: {window_note(result.window)}", err=True)
+        click.echo(f"tracebox: note: {search.window_note(result.window)}", err=True)
     hits = result.hits
     if as_json:
         return emit_json(hits)
@@ -234,14 +192,6 @@ def search_cmd(ctx, query, harness, agent, model, since, kind, limit, refresh, d
         click.echo(click.style(f"    {h.origin}", dim=True) if color else f"    {h.origin}")
 
 
-def window_note(window: int) -> str:
-    """What to tell when more texts matched than ``search`` ranks."""
-    return (
-        f"more than {window:,} matches; ranked the {window:,} most recently indexed "
-        "(add words or filters to narrow)"
-    )
-
-
 # -- stats -------------------------------------------------------------------------------
 
 
@@ -255,6 +205,7 @@ def window_note(window: int) -> str:
 def stats_cmd(ctx, by, since, refresh, db_path, as_json):
     """Sessions, steps, tool calls, errors, tokens and cost (from the price table)."""
     from ..index import db, stats
+    from ..index.refresh import fresh_connection
 
     result = stats.stats(
         fresh_connection(db_path, refresh, _project_of(ctx)),

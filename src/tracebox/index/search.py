@@ -202,3 +202,11 @@ def render_snippet(raw: str, marks: tuple[str, str]) -> str:
     text = " ".join(raw.split())
     text = "".join(c for c in text if c.isprintable() or c in (_START, _END))
     return text.replace(_START, marks[0]).replace(_END, marks[1])
+
+
+def window_note(window: int) -> str:
+    """What to tell when more texts matched than ``search`` ranks (``Result.window``)."""
+    return (
+        f"more than {window:,} matches; ranked the {window:,} most recently indexed "
+        "(add words or filters to narrow)"
+    )

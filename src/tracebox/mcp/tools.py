@@ -442,9 +442,9 @@ class Search(Args):
 
 @tool("search", Search, read_only=True)
 def search(s: State, a: Search):
-    from ..cli.search import fresh_connection, window_note
     from ..index import db
     from ..index import search as fts
+    from ..index.refresh import fresh_connection
 
     conn = fresh_connection(s.index_path, a.refresh, lambda: s.project)
     try:
@@ -460,7 +460,7 @@ def search(s: State, a: Search):
         )
     finally:
         conn.close()
-    return Reply(result.hits, [window_note(result.window)] if result.window else [])
+    return Reply(result.hits, [fts.window_note(result.window)] if result.window else [])
 
 
 class Observations(Args):
