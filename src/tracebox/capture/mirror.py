@@ -915,12 +915,19 @@ def session_for_path(path: str, harness: str | None, session_id: str | None = No
 
 
 def follow(
-    m: Mirror, find: Callable[[], list[SessionFile]], *, interval: float
+    m: Mirror,
+    find: Callable[[], list[SessionFile]],
+    *,
+    interval: float,
+    stop: threading.Event | None = None,
 ) -> Iterator[list[SessionResult]]:
-    """Mirror, wait ``interval`` seconds, repeat (like ``tail -F``), forever."""
+    """Mirror, wait ``interval`` seconds, repeat (like ``tail -F``) until ``stop`` is set;
+    a pass under way when it is set finishes first, and its results are yielded."""
+    stop = stop or threading.Event()
     while True:
         yield m.mirror_many(find())
-        time.sleep(interval)
+        if stop.wait(interval):
+            return
 
 
 # -- reading the bucket back ----------------------------------------------------------------

@@ -149,12 +149,26 @@ def _run_once(mirror, sessions, as_json: bool):
 
 
 def _follow(mirror, find, interval: float, as_json: bool) -> None:
+    """Until Ctrl-C (or SIGTERM): the pass under way then finishes and is reported, so
+    what was uploaded is always said; a second Ctrl-C stops at once."""
+    import signal
+    import threading
+
     from ..capture.mirror import follow
 
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     if not as_json:
         click.echo(f"following sessions every {interval:g} s (Ctrl-C to stop)", err=True)
     try:
-        for results in follow(mirror, find, interval=interval):
+        for results in follow(mirror, find, interval=interval, stop=stop):
             for r in results:
                 if r.status == "unchanged":
                     continue
@@ -164,8 +178,9 @@ def _follow(mirror, find, interval: float, as_json: bool) -> None:
                 else:
                     click.echo(_line(r))
     except KeyboardInterrupt:
-        if not as_json:
-            click.echo("stopped", err=True)
+        pass
+    if not as_json:
+        click.echo("stopped", err=True)
 
 
 def _json_line(obj) -> str:

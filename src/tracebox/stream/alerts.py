@@ -950,7 +950,8 @@ def stop_requested(ctx, session: str) -> str | None:
 def format_firing(f: Firing) -> str:
     """One human line: time, rule, group, message."""
     keys = [g.leaf for g in f.rule.group_by]
-    group = " ".join(f"{k}={v}" for k, v in zip(keys, f.group.values(), strict=False)) or "-"
+    pairs = zip(keys, f.group.values(), strict=False)
+    group = " ".join(f"{k}={v}" for k, v in pairs if v is not None) or "-"
     return f"{iso_time(f.time)[11:23] or '-'}  ALERT {f.rule.name}  {group}  {f.message}"
 
 
