@@ -16,8 +16,9 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 from ..errors import UsageError
 from .url import BucketSpec, parse_bucket_url
@@ -26,16 +27,14 @@ MAX_KEY_BYTES = 900  # S3 allows 1024 bytes; keep headroom for the bucket prefix
 MAX_SEGMENT_BYTES = 255  # a file name on every local filesystem (and on SeaweedFS)
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectMeta:
+class ObjectMeta(msgspec.Struct, frozen=True):
     key: str
     size: int
     etag: str
     modified: str  # ISO 8601 UTC
 
 
-@dataclass(frozen=True, slots=True)
-class Blob:
+class Blob(msgspec.Struct, frozen=True):
     data: bytes
     etag: str
 

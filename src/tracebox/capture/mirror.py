@@ -42,7 +42,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+
+import msgspec
 
 from ..dirs import user_dir
 from ..errors import AlreadyExists, FormatError, NotSupported, TraceboxError, UsageError
@@ -66,8 +67,7 @@ _O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 # -- part keys and chains -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+class Part(msgspec.Struct, frozen=True):
     gen: int
     start: int
     end: int
@@ -89,8 +89,7 @@ def parse_part(name: str, key: str = "") -> Part | None:
     return Part(gen, start, end, m[4], key)
 
 
-@dataclass(frozen=True, slots=True)
-class Chain:
+class Chain(msgspec.Struct, frozen=True):
     """The current state of one stream in the bucket."""
 
     gen: int  # newest generation (1 when nothing is stored yet)
@@ -144,8 +143,7 @@ def session_prefix(harness: str, session_id: str) -> str:
 # -- the streams of one session -------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Stream:
+class Stream(msgspec.Struct, frozen=True):
     name: str  # "main" or "subagents/<file stem>"
     path: str  # the source file
     prefix: str  # key prefix of its parts, relative to the project
@@ -183,8 +181,7 @@ def _stream_of_key(rel: str) -> tuple[str, Part] | None:
 # -- results --------------------------------------------------------------------------------
 
 
-@dataclass
-class StreamResult:
+class StreamResult(msgspec.Struct):
     name: str
     generation: int = 1
     new_generation: bool = False
@@ -194,12 +191,11 @@ class StreamResult:
     uploaded: int = 0  # source bytes uploaded by this run
     uploaded_parts: int = 0
     held_back: int = 0  # bytes of an unfinished last line left for a later run
-    redactions: dict[str, int] = field(default_factory=dict)
+    redactions: dict[str, int] = msgspec.field(default_factory=dict)
     warning: str | None = None
 
 
-@dataclass
-class SessionResult:
+class SessionResult(msgspec.Struct):
     harness: str
     session_id: str
     source: str  # the source path, home dir shown as ~
@@ -213,12 +209,12 @@ class SessionResult:
     uploaded_parts: int = 0
     held_back: int = 0
     subagents: int = 0
-    redactions: dict[str, int] = field(default_factory=dict)
+    redactions: dict[str, int] = msgspec.field(default_factory=dict)
     error: str | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = msgspec.field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return msgspec.structs.asdict(self)
 
 
 # -- local cursor cache -----------------------------------------------------------------

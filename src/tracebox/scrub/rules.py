@@ -26,15 +26,15 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 Kind = Literal["secret", "pii", "keep"]
 MAX_BACK = 64
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(msgspec.Struct, frozen=True):
     name: str  # unique, e.g. "github-pat"
     category: str  # what reports count and the placeholder names, e.g. "github"
     detect: bytes

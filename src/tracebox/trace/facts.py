@@ -16,7 +16,8 @@ same way for all of them; the capsule builder and the observer both use them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+import msgspec
 
 from .model import Session, ToolCall, ToolResult
 
@@ -102,8 +103,7 @@ def read_path(call: ToolCall) -> str | None:
     return _path(call.arguments) if call.name.lower() in READ_TOOLS else None
 
 
-@dataclass(frozen=True, slots=True)
-class Edit:
+class Edit(msgspec.Struct, frozen=True):
     path: str
     kind: str  # "create", "write", "edit", "patch"
     old: str = ""

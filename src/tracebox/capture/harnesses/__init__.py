@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
 from types import ModuleType
+
+import msgspec
 
 from ...errors import FormatError, UsageError
 
@@ -45,8 +46,7 @@ ADAPTERS = {
 SNIFF_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True)
-class SessionFile:
+class SessionFile(msgspec.Struct, frozen=True):
     harness: str
     session_id: str
     path: str  # the main transcript file (or the session's folder/db for stores that need one)
