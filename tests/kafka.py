@@ -126,6 +126,12 @@ def start(root: Path) -> Broker:
     if EXTERNAL:
         _wait_ready(EXTERNAL, None)
         return Broker(EXTERNAL)
+    return start_own(root)
+
+
+def start_own(root: Path) -> Broker:
+    """A noida-db broker of our own (one that ``restart()`` and ``crash()`` can act on),
+    even when ``TRACEBOX_TEST_KAFKA`` names another one."""
     port = _free_port()
     broker = Broker(f"127.0.0.1:{port}", port, Path(root))
     broker._launch()
