@@ -183,12 +183,15 @@ def spawn(cmd: list[str], env: Mapping[str, str], cwd, **kw) -> subprocess.Popen
     )
 
 
-def stop(p: subprocess.Popen) -> None:
-    """SIGTERM to the process group, SIGKILL after 10 s; waits for the exit."""
+def stop(p: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM to the process group, SIGKILL after ``timeout`` s; waits for the exit."""
     if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # already gone: only reap it
     try:
-        p.wait(10)
+        p.wait(timeout)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()

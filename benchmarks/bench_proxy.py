@@ -46,7 +46,6 @@ import platform
 import random
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -57,6 +56,10 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _procs import stop  # noqa: E402
+
 RESULTS = HERE / "results"
 PYTHON = sys.executable
 LITELLM_VERSION = "1.106.2"  # as in /work/shared/TARGETS.md (1.107.0 was a compromised release)
@@ -234,19 +237,6 @@ def _wait_ready(proc: subprocess.Popen, url: str, timeout: float, headers=None) 
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def _tree(pid: int) -> list[int]:
     out = [pid]
     for p in out:
@@ -360,7 +350,7 @@ class Targets:
 
     def close(self) -> None:
         for p in reversed(self.procs):
-            _stop(p)
+            stop(p, 15)
 
 
 def _install_litellm() -> None:

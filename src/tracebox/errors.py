@@ -63,3 +63,9 @@ class Refused(TraceboxError):
 
 class FormatError(TraceboxError):
     """An object in the bucket is malformed or from a newer, unknown format version."""
+
+
+def one_line(e: BaseException, limit: int | None = None) -> str:
+    """``e``'s message on one line (at most ``limit`` chars), its type's name if empty."""
+    text = " ".join(str(e).split())
+    return (text if limit is None else text[:limit]) or type(e).__name__

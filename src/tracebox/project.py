@@ -93,6 +93,7 @@ class Project:
             alive_after=settings.alive_after,
             claims_allowed=allowed,
             claims_refusal="" if allowed else why,
+            config=settings.raw,
         )
         self._last_beat = 0.0
         self.memory = _Namespace(

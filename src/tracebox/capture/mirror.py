@@ -46,7 +46,14 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 import msgspec
 
 from ..dirs import user_dir
-from ..errors import AlreadyExists, FormatError, NotSupported, TraceboxError, UsageError
+from ..errors import (
+    AlreadyExists,
+    FormatError,
+    NotSupported,
+    TraceboxError,
+    UsageError,
+    one_line,
+)
 from .harnesses import SessionFile
 
 PREFIX = "sessions/"
@@ -784,7 +791,8 @@ class Mirror:
         """Publish the session's new tool calls, results and errors to Kafka when the
         config has a ``[stream.kafka]`` table (docs/stream.md); never fails the mirror."""
         raw = self.p.settings.raw
-        if "stream" not in raw:
+        stream = raw.get("stream")
+        if not (isinstance(stream, dict) and "kafka" in stream):
             return
         from ..stream.kafka import publisher
         from . import harnesses
@@ -862,7 +870,7 @@ def _meta_current(meta: dict, results: dict[str, StreamResult]) -> bool:
 def _one_line(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return f"{e.strerror}: {home_scrubbed(e.filename) if e.filename else ''}".rstrip(": ")
-    return " ".join(str(e).split()) or type(e).__name__
+    return one_line(e)
 
 
 # -- finding sessions on this machine -------------------------------------------------------

@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(argv: list[str] | None) -> int:
-    from ..errors import TraceboxError
+    from ..errors import TraceboxError, one_line
 
     try:
         # outside standalone mode click returns ``ctx.exit(n)``'s code instead of raising
@@ -180,7 +180,7 @@ def _run(argv: list[str] | None) -> int:
         click.echo(f"tracebox: error: {msg}{hint}", err=True)
         return e.exit_code
     except TraceboxError as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
+        msg = one_line(e)
         click.echo(f"tracebox: error: {msg}", err=True)
         return e.exit_code
     except KeyboardInterrupt:

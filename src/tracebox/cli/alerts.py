@@ -122,12 +122,13 @@ def run_cmd(
     if since and not use_log:
         raise UsageError("--since goes with --log")
     if use_log:
-        from datetime import UTC, datetime, timedelta
+        from datetime import timedelta
+
+        from ..coord.context import now
 
         start = None
         if since:
-            ago = timedelta(seconds=parse_duration(since, what="--since"))
-            start = datetime.now(UTC) - ago
+            start = now() - timedelta(seconds=parse_duration(since, what="--since"))
         events = alerts.log_events(project.ctx, since=start)
     elif bootstrap:
         events = alerts.kafka_events(bootstrap, topic_prefix, from_start=from_start)

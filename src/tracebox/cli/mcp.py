@@ -6,7 +6,7 @@ import click
 
 from ._common import open_project
 from .search import db_option
-from .ui import _LOOPBACK
+from .ui import http_token, url_host
 
 
 @click.command("mcp")
@@ -55,8 +55,6 @@ def mcp_cmd(ctx, http, host, port, token, observations, db_path):
     Claude Code:  claude mcp add tracebox -- tracebox --agent alice mcp
     HTTP:         tracebox --agent alice mcp --http --port 8790
     """
-    import secrets
-
     from click.core import ParameterSource
 
     from ..mcp.tools import State
@@ -84,16 +82,13 @@ def mcp_cmd(ctx, http, host, port, token, observations, db_path):
     if not http:
         return serve_stdio(state)
 
-    generated = host not in _LOOPBACK and not token
-    if generated:
-        token = secrets.token_urlsafe(18)
+    token, generated = http_token(host, token)
 
     def ready(actual_port: int) -> None:
-        shown = f"[{host}]" if ":" in host else host
         # a token the user chose is never echoed; a generated one must be, to be usable
         auth = f"  (send: Authorization: Bearer {token})" if generated else ""
         click.echo(
-            f"tracebox mcp: http://{shown}:{actual_port}/mcp{auth}  "
+            f"tracebox mcp: http://{url_host(host)}:{actual_port}/mcp{auth}  "
             f"(agent {p.agent}, project {p.name}; Ctrl-C to stop)",
             err=True,
         )

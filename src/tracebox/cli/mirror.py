@@ -7,17 +7,8 @@ import sys
 
 import click
 
+from ..text import size as human_size
 from ._common import emit_json, json_option, open_project, short_time, table
-
-
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 def _counts(c: dict[str, int]) -> str:
@@ -197,9 +188,9 @@ def _line(r) -> str:
         return f"{who}: skipped: {r.error}"
     gen = f" (new generation {r.generation})" if r.new_generation else ""
     subs = f", {r.subagents} subagent file(s)" if r.subagents else ""
-    held = f", {_size(r.held_back)} unfinished line held back" if r.held_back else ""
+    held = f", {human_size(r.held_back, 1000)} unfinished line held back" if r.held_back else ""
     text = (
-        f"{who}: +{_size(r.uploaded)} in {r.uploaded_parts} part(s){gen}; "
+        f"{who}: +{human_size(r.uploaded, 1000)} in {r.uploaded_parts} part(s){gen}; "
         f"{r.lines} lines{subs}; redacted: {_counts(r.redactions)}{held}"
     )
     for w in r.warnings:
@@ -236,7 +227,7 @@ def _report(results, as_json: bool, *, scrubbed: bool) -> None:
         return
     click.echo(
         f"mirrored {totals['uploaded_sessions']} of {len(results)} session(s): "
-        f"{_size(totals['uploaded_bytes'])} in {totals['parts']} part(s)"
+        f"{human_size(totals['uploaded_bytes'], 1000)} in {totals['parts']} part(s)"
         + ("" if scrubbed else " (NOT scrubbed)")
         + (f"; redacted: {_counts(totals['redactions'])}" if totals["redactions"] else "")
         + (f"; {totals['failed']} failed" if totals["failed"] else "")
@@ -257,7 +248,7 @@ def list_cmd(ctx, harness, as_json):
     if as_json:
         return emit_json(rows)
     for r in rows:
-        r["size"] = _size(r["bytes"])
+        r["size"] = human_size(r["bytes"], 1000)
         r["when"] = short_time(r.get("updated"))
         r["gen"] = r["generation"]
     table(

@@ -157,32 +157,18 @@ def tail_cmd(session, agent, url, as_json):
     """Follow the proxy's live feed: each call's start, first token, tool calls and end.
 
     With --json, one event per line (JSON Lines)."""
-    import io
     import sys
-    import urllib.parse
-    import urllib.request
 
-    from ..errors import TraceboxError
-    from ..stream.feed import parse_sse
-
-    base = _find_url(url)
-    query = urllib.parse.urlencode({k: v for k, v in (("session", session), ("agent", agent)) if v})
-    events_url = base + "/_tracebox/events" + (f"?{query}" if query else "")
-    try:
-        resp = urllib.request.urlopen(events_url, timeout=3600)
-    except OSError as e:
-        raise TraceboxError(f"no tracebox proxy answers at {base}: {e}") from None
     import msgspec
 
-    with resp:
-        for event in parse_sse(io.TextIOWrapper(resp, encoding="utf-8", errors="replace")):
-            if event.get("type") == "feed.subscribed":
-                continue
-            if as_json:
-                sys.stdout.write(msgspec.json.encode(event).decode() + "\n")
-            else:
-                sys.stdout.write(format_event(event) + "\n")
-            sys.stdout.flush()
+    from ..stream.feed import proxy_feed
+
+    for event in proxy_feed(_find_url(url), session=session, agent=agent, timeout=3600):
+        if as_json:
+            sys.stdout.write(msgspec.json.encode(event).decode() + "\n")
+        else:
+            sys.stdout.write(format_event(event) + "\n")
+        sys.stdout.flush()
 
 
 def format_event(e: dict) -> str:

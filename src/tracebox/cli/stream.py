@@ -109,7 +109,7 @@ def kafka_cmd(
     import threading
 
     from ..config import load_settings
-    from ..errors import ConfigError, UsageError
+    from ..errors import ConfigError, TraceboxError, UsageError
     from ..stream import kafka
 
     settings = load_settings()
@@ -161,8 +161,6 @@ def kafka_cmd(
         _print(stats)
     missing = stats["pending"] + stats["failed"]
     if missing:
-        from ..errors import TraceboxError
-
         why = f": {stats['last_error']}" if stats.get("last_error") else ""
         raise TraceboxError(
             f"{missing} events were not delivered to Kafka at {cfg.bootstrap}{why}; "

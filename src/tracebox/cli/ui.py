@@ -9,6 +9,22 @@ from ._common import open_project
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def http_token(host: str, token: str | None) -> tuple[str | None, bool]:
+    """The token a server listening on ``host`` requires (`tracebox ui`, `tracebox mcp
+    --http`): ``token``, else off loopback a random one — then ``True``: it was
+    generated, so it must be printed to be usable."""
+    if token or host in _LOOPBACK:
+        return token, False
+    import secrets
+
+    return secrets.token_urlsafe(18), True
+
+
+def url_host(host: str) -> str:
+    """``host`` as written in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
 @click.command("ui")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8788, show_default=True, help="0: a free port."
@@ -39,17 +55,13 @@ def ui_cmd(ctx, port, host, token, index_path):
     Bound to 127.0.0.1 unless --host is given; then a token is required. No page makes a
     request outside the UI's own origin (no CDN, works offline).
     """
-    import secrets
-
     from ..ui.app import serve
 
-    if host not in _LOOPBACK and not token:
-        token = secrets.token_urlsafe(18)
+    token, _ = http_token(host, token)
     p = open_project(ctx, "ui", beat=False)
 
     def ready(actual_port: int) -> None:
-        shown = f"[{host}]" if ":" in host else host
-        url = f"http://{shown}:{actual_port}/" + (f"?token={token}" if token else "")
+        url = f"http://{url_host(host)}:{actual_port}/" + (f"?token={token}" if token else "")
         click.echo(f"tracebox ui: {url}  (project {p.name}; Ctrl-C to stop)", err=True)
 
     serve(p, host=host, port=port, index_path=index_path, token=token, ready=ready)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import click
 
+from ..text import size as human_size
 from ._common import GROUP_SETTINGS, emit_json, json_option, open_project, table
 
 DEFAULT_MAX_ROWS = 1000
@@ -59,7 +60,7 @@ def sync_cmd(ctx, quiet, as_json):
     )
     rows = ", ".join(f"{t} {n:,}" for t, n in sorted(report.rows.items()) if n) or "no rows"
     click.echo(
-        f"{rows}; {report.files_written} file(s) written ({_size(report.bytes_written)}), "
+        f"{rows}; {report.files_written} file(s) written ({human_size(report.bytes_written)}), "
         f"{report.files_removed} replaced, in {report.seconds:.1f} s"
     )
 
@@ -78,7 +79,7 @@ def status_cmd(ctx, as_json):
         click.echo("(no warehouse yet; run `tracebox warehouse sync`)")
         return
     rows = [
-        {"table": t, **v, "bytes": _size(v["bytes"]), "rows": f"{v['rows']:,}"}
+        {"table": t, **v, "bytes": human_size(v["bytes"]), "rows": f"{v['rows']:,}"}
         for t, v in doc["tables"].items()
     ]
     table(
@@ -168,14 +169,6 @@ def _views(as_json: bool) -> None:
         [{**v, "columns": len(v["columns"])} for v in items],
         [("name", "name"), ("kind", "kind"), ("columns", "columns"), ("description", "what")],
     )
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 @contextmanager

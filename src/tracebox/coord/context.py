@@ -118,6 +118,7 @@ class Ctx:
     alive_after: float = 300.0
     claims_allowed: bool = True
     claims_refusal: str = ""
+    config: dict = field(default_factory=dict)  # the whole config file (features' tables)
     warnings: list = field(default_factory=list)
     _bg: list = field(default_factory=list, repr=False)
     _format: list = field(default_factory=list, repr=False)  # [thread, {"error": exc}]

@@ -59,17 +59,11 @@ def _publish(ctx: Ctx, ev: dict) -> None:
     table (docs/stream.md); it is in the bucket already, so a broker that is down costs
     a warning, not the event. Without the table the Kafka module is never imported."""
     if not _kafka:
-        from ..config import load_settings
-        from ..errors import TraceboxError
-
-        try:
-            raw = load_settings().raw
-        except TraceboxError:  # the command itself reports a bad config file
-            raw = {}
-        if "stream" in raw:
+        stream = ctx.config.get("stream")
+        if isinstance(stream, dict) and "kafka" in stream:
             from ..stream.kafka import publisher
 
-            _kafka.append(publisher(raw))
+            _kafka.append(publisher(ctx.config))
         else:
             _kafka.append(None)
     if _kafka[0] is not None:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..text import clip
+from ..text import size as human_size
 
 __all__ = ["CATEGORIES", "category_of", "parts", "render_html"]
 
@@ -326,7 +327,7 @@ def _summary(etype: str, d: dict) -> str:
     if etype == "artifact.upload":
         text = g("name") or "?"
         size = d.get("size")
-        extra = [_human_size(size)] if isinstance(size, int | float) else []
+        extra = [human_size(size)] if isinstance(size, int | float) else []
         if g("sha256"):
             extra.append(f"sha256 {g('sha256')[:12]}")
         return f"{text} ({', '.join(extra)})" if extra else text
@@ -366,16 +367,6 @@ def _short_time(value: Any) -> str:
     if t is None:
         return _text(value)
     return datetime.fromtimestamp(t / 1000.0, UTC).strftime("%H:%M:%S")
-
-
-def _human_size(size: float) -> str:
-    if not math.isfinite(size):
-        return str(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(size) < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"  # pragma: no cover
 
 
 def _text(value: Any) -> str:

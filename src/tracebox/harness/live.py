@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..errors import TraceboxError
 from ..stream import alerts
 from .config import Rules
 
@@ -46,7 +47,7 @@ class Watch:
         clock=time.monotonic,
         stop: Callable[[], str | None] | None = None,
     ):
-        self.rules, self.clock, self.stop = rules, clock, stop
+        self.clock, self.stop = clock, stop
         self._mu = threading.Lock()
         self._engine = alerts.Engine(harness_rules(rules), clock())
         self._pending: list[alerts.Firing] = []
@@ -54,12 +55,9 @@ class Watch:
         self.calls = 0
 
     def activity(self) -> None:
-        self._feed({"type": alerts.OUTPUT_EVENT})
+        self.event({"type": alerts.OUTPUT_EVENT})
 
     def event(self, ev: dict) -> None:
-        self._feed(ev)
-
-    def _feed(self, ev: dict) -> None:
         with self._mu:
             if ev.get("type") == "call.start":
                 self.calls += 1
@@ -83,15 +81,14 @@ def stop_requests(project, session: str, *, every: float = STOP_POLL_S, clock=ti
     """A ``Watch(stop=…)`` callable: the stop request an alert wrote for ``session``
     (``tracebox alerts`` rules with ``then = ["stop"]``), read at most every ``every``
     seconds; a bucket error reads as "no request" (it is asked again next time)."""
-    from ..errors import TraceboxError
-
-    last = [-every]
+    last = -every
 
     def poll() -> str | None:
+        nonlocal last
         now = clock()
-        if now - last[0] < every:
+        if now - last < every:
             return None
-        last[0] = now
+        last = now
         try:
             return alerts.stop_requested(project.ctx, session)
         except TraceboxError:

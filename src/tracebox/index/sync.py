@@ -26,6 +26,7 @@ from typing import Any, Literal, NamedTuple
 
 import msgspec
 
+from ..errors import one_line
 from ..trace.model import Reasoning, Session, Step, Text, ToolCall, ToolResult, Usage
 from .db import utc_iso
 
@@ -407,7 +408,7 @@ def index_local(
         try:
             jobs += [(adapter, f) for f in adapter.locate(cwd=cwd)]
         except Exception as e:  # noqa: BLE001 - one broken adapter must not stop the others
-            report.errors.append(f"{name}: cannot list sessions: {_reason(e)}")
+            report.errors.append(f"{name}: cannot list sessions: {one_line(e, 300)}")
     # oldest first: row ids then follow recency, which search's rank window relies on
     jobs.sort(key=lambda job: job[1].mtime)
     for done, (adapter, sf) in enumerate(jobs, 1):
@@ -420,7 +421,7 @@ def index_local(
                 report.count(index_session(db, adapter.parse(origin), origin, fp))
         except Exception as e:  # noqa: BLE001 - a hostile file must not stop the run
             report.failed += 1
-            report.errors.append(f"{origin}: {_reason(e)}")
+            report.errors.append(f"{origin}: {one_line(e, 300)}")
         if progress:
             progress(done, len(jobs), "local")
     return report
@@ -515,14 +516,10 @@ def index_bucket(
                 report.count(index_session(db, bs.load(), bs.origin, bs.fingerprint))
         except Exception as e:  # noqa: BLE001 - one bad object must not stop the run
             report.failed += 1
-            report.errors.append(f"{bs.origin}: {_reason(e)}")
+            report.errors.append(f"{bs.origin}: {one_line(e, 300)}")
         if progress:
             progress(done, len(listed), "bucket")
     return report
-
-
-def _reason(e: Exception) -> str:
-    return " ".join(str(e).split())[:300] or type(e).__name__
 
 
 # -- captured calls ----------------------------------------------------------------------
@@ -572,7 +569,7 @@ def index_calls(db: sqlite3.Connection, project, progress: Progress | None = Non
                     )
         except Exception as e:  # noqa: BLE001 - one bad session must not stop the run
             report.failed += 1
-            report.errors.append(f"{bs.origin}: {_reason(e)}")
+            report.errors.append(f"{bs.origin}: {one_line(e, 300)}")
         if progress:
             progress(done, len(listed), "bucket")
     return report

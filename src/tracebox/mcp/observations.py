@@ -56,7 +56,6 @@ def _read(path: str) -> str | None:
 def _from_harness_run(project, run_id: str | None) -> Current:
     from ..harness.run import key
     from ..ui.data import harness_runs
-    from ..ui.data import observations as run_observations
 
     runs = harness_runs(project)
     run = next((r for r in runs if r["run"] == run_id), None) if run_id else next(iter(runs), None)
@@ -71,14 +70,15 @@ def _from_harness_run(project, run_id: str | None) -> Current:
     if not gens:
         raise NotFound(f"harness run {run['run']} has no finished generation yet")
     base = key(run["run"], f"gen-{max(gens)}")
-    entries, _ = run_observations(project, run["run"])
+    jsonl = _get(project, f"{base}/observations.jsonl") or ""
+    entries = merge.ordered(merge.loads(jsonl))  # as ui.data.observations reads them
     by_fp = {e["fingerprint"]: e for e in entries}
     return Current(
         base,
         entries,
         render.counts(by_fp),
         _get(project, f"{base}/observations.md") or render.render(by_fp),
-        _get(project, f"{base}/observations.jsonl") or "",
+        jsonl,
     )
 
 

@@ -37,7 +37,7 @@ from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
 
 from .. import __version__
-from ..errors import NotFound, TraceboxError, UsageError
+from ..errors import NotFound, TraceboxError, UsageError, one_line
 from .resources import resources
 from .tools import TOOLS, Reply, State, Tool, input_schemas
 
@@ -45,10 +45,6 @@ log = logging.getLogger("tracebox.mcp")
 
 RESOURCE_NOT_FOUND = -32002  # the MCP spec's code for an unknown or absent resource
 WAITERS = 256  # concurrent waiting calls (wait_for, claim --wait) per server
-
-
-def one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def error_result(kind: str, exit_code: int, message: str) -> types.CallToolResult:
@@ -66,11 +62,11 @@ def ok_result(value) -> types.CallToolResult:
     if isinstance(value, Reply):
         value, notes = value.value, value.notes
     text = to_json(value)
-    plain = json.loads(text)
     return types.CallToolResult(
         content=[types.TextContent(text=text)]
         + [types.TextContent(text=f"tracebox: note: {n}") for n in notes],
-        structured_content=plain if isinstance(plain, dict) else None,
+        # only an object is structured content: nothing else is parsed back
+        structured_content=json.loads(text) if text.startswith("{") else None,
     )
 
 
@@ -120,7 +116,7 @@ def build_server(state: State) -> Server:
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {params.name!r}")
         try:
             args = t.parse(params.arguments)
-            value = await anyio.to_thread.run_sync(_call, state, t, args, limiter=pool(t))
+            value = await anyio.to_thread.run_sync(_call, state, t.fn, args, limiter=pool(t))
         except TraceboxError as e:
             return error_result(type(e).__name__, e.exit_code, one_line(e))
         except Exception as e:
@@ -143,7 +139,7 @@ def build_server(state: State) -> Server:
         if r is None:
             raise MCPError(RESOURCE_NOT_FOUND, f"no resource {params.uri}")
         try:
-            text = await anyio.to_thread.run_sync(_read, state, r.read)
+            text = await anyio.to_thread.run_sync(_call, state, r.read)
         except TraceboxError as e:
             code = (
                 RESOURCE_NOT_FOUND
@@ -170,22 +166,14 @@ def build_server(state: State) -> Server:
     )
 
 
-def _call(state: State, t: Tool, args):
+def _call(state: State, fn: Callable, *args):
+    """``fn(state, *args)`` (a tool or a resource read), then the CLI's ``finish``."""
     from ..cli._common import finish
 
     try:
-        return t.fn(state, args)
+        return fn(state, *args)
     finally:
         finish(state.project)  # background writes done; warnings to stderr
-
-
-def _read(state: State, read: Callable[[State], str]) -> str:
-    from ..cli._common import finish
-
-    try:
-        return read(state)
-    finally:
-        finish(state.project)
 
 
 # -- transports ------------------------------------------------------------------------

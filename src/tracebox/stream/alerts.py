@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import queue
 import re
 import threading
@@ -57,10 +58,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from ..config import parse_duration
-from ..errors import ConfigError, TraceboxError, UsageError
+from ..errors import ConfigError, NotFound, TraceboxError, UsageError
 
 MAX_GROUPS = 10_000  # groups kept per rule (least recently seen evicted)
 MAX_ROWS = 4096  # rows kept per group for windowed sums (oldest dropped)
@@ -102,7 +104,7 @@ class Field:
 
     @property
     def leaf(self) -> str:
-        return self.parts[-1] if self.parts else self.path.rsplit(".", 1)[-1]
+        return self.parts[-1]
 
 
 @dataclass(frozen=True)
@@ -128,11 +130,16 @@ class Rule:
     message: str = ""
     use: str | None = None
 
-    @property
+    @cached_property
     def need(self) -> int:
         """Rows needed for a count-like rule (count, distinct, repeated) to fire."""
         t = self.threshold
         return max(1, math.floor(t) + 1 if self.op == ">" else math.ceil(t))
+
+    @cached_property
+    def each_parts(self) -> tuple[str, ...]:
+        """The path of the ``each`` list, split (``()`` without one)."""
+        return tuple(self.each.split(".")) if self.each else ()
 
     def to_dict(self) -> dict:
         return {
@@ -506,8 +513,9 @@ class Engine:
         self.rules = list(rules)
         self.groups: list[OrderedDict[tuple, _Group]] = [OrderedDict() for _ in self.rules]
         self.evicted = 0
-        for i, r in enumerate(self.rules):
-            if r.agg == "silence" and not r.group_by:
+        self._silence = [i for i, r in enumerate(self.rules) if r.agg == "silence"]
+        for i in self._silence:
+            if not self.rules[i].group_by:
                 self.groups[i][()] = _Group(last=now)
 
     def process(self, event: dict, now: float) -> list[Firing]:
@@ -521,33 +529,27 @@ class Engine:
                 g.session, g.agent = _str(event.get("session")), _str(event.get("agent"))
                 value = _step(r, g, event, item, now)
                 if value is not None:
-                    out.append(_firing(r, key, g, now, value, event, now))
+                    out.append(_firing(r, key, g, now, value, event))
         return out
 
     def tick(self, now: float) -> list[Firing]:
         """Fire the silence rules whose groups have been quiet long enough."""
-        out: list[Firing] = []
-        for i, r in enumerate(self.rules):
-            if r.agg != "silence":
-                continue
-            for key, g in self.groups[i].items():
-                if g.armed and now - g.last >= r.threshold:
-                    g.armed = False
-                    out.append(_firing(r, key, g, g.last + r.threshold, now - g.last, None, now))
-        return out
+        return self._silences(now)
 
     def flush(self) -> list[Firing]:
         """At the end of a bounded input: every pending silence fires (as in Flink, whose
         watermark jumps to the end of time when a bounded source ends)."""
+        return self._silences(None)
+
+    def _silences(self, now: float | None) -> list[Firing]:
         out: list[Firing] = []
-        for i, r in enumerate(self.rules):
-            if r.agg != "silence":
-                continue
+        for i in self._silence:
+            r = self.rules[i]
             for key, g in self.groups[i].items():
-                if g.armed:
+                if g.armed and (now is None or now - g.last >= r.threshold):
                     g.armed = False
-                    t = g.last + r.threshold
-                    out.append(_firing(r, key, g, t, r.threshold, None, t))
+                    gap = r.threshold if now is None else now - g.last
+                    out.append(_firing(r, key, g, g.last + r.threshold, gap, None))
         return out
 
     def _group(self, i: int, key: tuple) -> _Group:
@@ -563,12 +565,15 @@ class Engine:
         return g
 
 
-def _items(r: Rule, event: dict) -> list:
+_NO_ITEMS = (None,)  # a rule without ``each``: the event itself, once
+
+
+def _items(r: Rule, event: dict) -> Iterable:
     if r.each is None:
-        return [None]
-    items = _get(event, r.each.split("."))
+        return _NO_ITEMS
+    items = _get(event, r.each_parts)
     if not isinstance(items, list):
-        return []
+        return ()
     return [x for x in items[:MAX_EACH] if isinstance(x, dict)]
 
 
@@ -622,9 +627,10 @@ def _test(p: Pred, event: dict, item) -> bool:
         return isinstance(v, str) and lit in v
     if op == "prefix":
         return isinstance(v, str) and v.startswith(lit)
-    if not _num(v):
-        return False
-    return {"lt": v < lit, "le": v <= lit, "gt": v > lit, "ge": v >= lit}[op]
+    return _num(v) and _COMPARE[op](v, lit)
+
+
+_COMPARE = {"lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge}
 
 
 def _holds(r: Rule, value: float) -> bool:
@@ -697,7 +703,7 @@ def _step(r: Rule, g: _Group, event: dict, item, now: float) -> float | None:
     return value
 
 
-def _firing(r: Rule, key: tuple, g: _Group, t: float, value, event, now: float) -> Firing:
+def _firing(r: Rule, key: tuple, g: _Group, t: float, value, event) -> Firing:
     group = {f.path: v for f, v in zip(r.group_by, key, strict=True)}
     names: dict[str, Any] = {
         "rule": r.name,
@@ -856,23 +862,10 @@ def _replay(rules, events, on_fire, once: bool) -> int:
 def proxy_events(
     url: str, *, session: str | None = None, agent: str | None = None
 ) -> Iterator[dict]:
-    """The live feed of a running ``tracebox proxy`` (its ``/_tracebox/events`` SSE)."""
-    import io
-    import urllib.parse
-    import urllib.request
+    """The live feed of a running ``tracebox proxy``; an error when the proxy closes it."""
+    from .feed import proxy_feed
 
-    from .feed import parse_sse
-
-    query = urllib.parse.urlencode({k: v for k, v in (("session", session), ("agent", agent)) if v})
-    full = url.rstrip("/") + "/_tracebox/events" + (f"?{query}" if query else "")
-    try:
-        resp = urllib.request.urlopen(full, timeout=60)  # keep-alives come every 15 s
-    except OSError as e:
-        raise TraceboxError(f"no tracebox proxy answers at {url}: {e}") from None
-    with resp:
-        for ev in parse_sse(io.TextIOWrapper(resp, encoding="utf-8", errors="replace")):
-            if ev.get("type") != "feed.subscribed":
-                yield ev
+    yield from proxy_feed(url, session=session, agent=agent)
     raise TraceboxError(f"the proxy at {url} closed its live feed")
 
 
@@ -938,7 +931,6 @@ def request_stop(ctx, session: str, reason: str, *, agent: str | None = None) ->
 def stop_requested(ctx, session: str) -> str | None:
     """The reason a stop of ``session`` was requested, or None."""
     from ..coord import memory
-    from ..errors import NotFound
 
     try:
         value = memory.get(ctx, stop_key(session)).get("value")
@@ -974,7 +966,6 @@ class Actions:
         self._scrub = scrub
         self._posts: queue.Queue = queue.Queue(maxsize=1000)
         self._worker: threading.Thread | None = None
-        self.posted = 0
 
     def __call__(self, f: Firing) -> None:
         for a in f.rule.then:
@@ -1029,8 +1020,6 @@ class Actions:
                     r = client.post(url, content=body, headers={"content-type": "application/json"})
                     if r.status_code >= 400:
                         self.warn(f"{name}: webhook {url} answered HTTP {r.status_code}")
-                    else:
-                        self.posted += 1
                 except httpx.HTTPError as e:
                     self.warn(f"{name}: webhook {url} failed: {type(e).__name__}: {e}")
                 finally:
@@ -1151,7 +1140,7 @@ def _schema(rules: list[Rule]) -> dict:
         node.setdefault(leaf, KNOWN_TYPES.get(".".join(full), typ))
 
     for r in rules:
-        each = tuple(r.each.split(".")) if r.each else None
+        each = r.each_parts or None
         fields = [(p.field, _literal_type(p)) for p in r.where]
         fields += [(f, "STRING") for f in r.group_by]
         fields += [(f, "DOUBLE" if r.agg == "sum" else "STRING") for f in r.args]
@@ -1220,7 +1209,7 @@ def _expr(f: Field, schema_type: str) -> str:
 
 def _type_of(schema: dict, r: Rule, f: Field) -> str:
     node: Any = schema
-    parts = (*r.each.split("."), *f.parts) if f.in_item and r.each else f.parts
+    parts = (*r.each_parts, *f.parts) if f.in_item else f.parts
     for p in parts:
         node = node[p]
         if isinstance(node, tuple):
@@ -1260,12 +1249,12 @@ def _rule_sql(r: Rule, schema: dict) -> list[str]:
     source = f"`{SOURCE_TABLE}` AS e"
     if r.each:
         items = schema
-        for p in r.each.split("."):
+        for p in r.each_parts:
             items = items[p]
             if isinstance(items, tuple):
                 items = items[1]
         names = ", ".join(_ident(k) for k in items)
-        each_col = "e" + "".join(f".{_ident(p)}" for p in r.each.split("."))
+        each_col = "e" + "".join(f".{_ident(p)}" for p in r.each_parts)
         source += f" CROSS JOIN UNNEST({each_col}) AS r ({names})"
     conds = [_pred_sql(p, _type_of(schema, r, p.field)) for p in r.where]
     if r.agg == "distinct":

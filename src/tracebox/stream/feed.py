@@ -1,4 +1,5 @@
-"""In-process pub/sub of live events, and their Server-Sent Events encoding.
+"""In-process pub/sub of live events, their Server-Sent Events encoding, and reading a
+running proxy's feed back (``proxy_feed``: ``tracebox tail``, alerts, the Kafka bridge).
 
 ``Feed.publish(event)`` never blocks and never waits on a subscriber: each subscription
 holds a bounded queue; when it is full the oldest event is dropped and counted, and the
@@ -150,3 +151,42 @@ def parse_sse(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
                 data = []
         elif line.startswith("data:"):
             data.append(line[5:].removeprefix(" "))
+
+
+def open_proxy_feed(
+    url: str, *, session: str | None = None, agent: str | None = None, timeout: float = 60.0
+):
+    """Connect to the live feed of the ``tracebox proxy`` at ``url`` (its
+    ``/_tracebox/events`` SSE, filtered by session and/or agent): the open response, for
+    ``read_feed``. ``timeout``: seconds without a byte (the proxy sends a keep-alive every
+    15 s). One-line error if nothing answers at ``url``."""
+    import urllib.parse
+    import urllib.request
+
+    from ..errors import TraceboxError
+
+    query = urllib.parse.urlencode({k: v for k, v in (("session", session), ("agent", agent)) if v})
+    full = url.rstrip("/") + "/_tracebox/events" + (f"?{query}" if query else "")
+    try:
+        return urllib.request.urlopen(full, timeout=timeout)
+    except (OSError, ValueError) as e:
+        why = getattr(e, "reason", None) or e
+        raise TraceboxError(f"no tracebox proxy answers at {url}: {why}") from None
+
+
+def read_feed(resp) -> Iterator[dict[str, Any]]:
+    """The events of an open feed until the proxy closes it (closing ``resp`` then); the
+    ``feed.subscribed`` greeting is left out."""
+    import io
+
+    with resp:
+        for ev in parse_sse(io.TextIOWrapper(resp, encoding="utf-8", errors="replace")):
+            if ev.get("type") != "feed.subscribed":
+                yield ev
+
+
+def proxy_feed(
+    url: str, *, session: str | None = None, agent: str | None = None, timeout: float = 60.0
+) -> Iterator[dict[str, Any]]:
+    """``read_feed(open_proxy_feed(…))``: a running proxy's live events."""
+    yield from read_feed(open_proxy_feed(url, session=session, agent=agent, timeout=timeout))

@@ -171,10 +171,8 @@ def _bounded(name: str, value) -> dict:
             text = encode(value).decode("utf-8")
         except UsageError:
             text = str(value)
-        if len(text) <= MAX_FIELD:
-            return {name: value}
     if len(text) <= MAX_FIELD:
-        return {name: text}
+        return {name: value}
     return {name: text[:MAX_FIELD], f"{name}_truncated": len(text)}
 
 
@@ -567,7 +565,6 @@ class Config:
     topic_prefix: str = DEFAULT_PREFIX
     scrub: bool = True
     timeout: float = INLINE_TIMEOUT  # in-line publishing: seconds a command may wait
-    publish: bool = True  # commands, the mirror and the proxy publish as they write
 
 
 def _table(raw: dict) -> dict | None:
@@ -599,8 +596,16 @@ def load_config(
         topic_prefix=check_prefix(prefix),
         scrub=table.get("scrub", True),
         timeout=parse_duration(table.get("timeout", INLINE_TIMEOUT), what="stream.kafka.timeout"),
-        publish=table.get("publish", True),
     )
+
+
+def _publishing(raw: dict) -> Config | None:
+    """The config of in-line publishing (commands, the mirror, the proxy): None without a
+    ``[stream.kafka]`` table, with ``publish = false`` or with no bootstrap."""
+    table = _table(raw)
+    if table is None or table.get("publish", True) is False:
+        return None
+    return load_config(raw)
 
 
 class Inline:
@@ -710,10 +715,7 @@ def publisher(raw: dict) -> Inline | None:
     or None when it has no ``[stream.kafka]`` table or the table says ``publish = false``.
     A bad table gives a publisher that only warns: the command's own work is done."""
     try:
-        table = _table(raw)
-        if table is None or table.get("publish", True) is False:
-            return None
-        cfg = load_config(raw)
+        cfg = _publishing(raw)
     except TraceboxError as e:
         return Inline(None, raw, error=str(e))
     if cfg is None:
@@ -748,7 +750,6 @@ class FeedPublisher:
         import queue
 
         self.producer, self.project = producer, project
-        self.dropped = 0
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._sub = feed.subscribe(on_event=self._q.put)
         self._thread = threading.Thread(target=self._run, name="tracebox-kafka", daemon=True)
@@ -765,8 +766,7 @@ class FeedPublisher:
                 continue
             if event is None:
                 return
-            if send_feed_event(self.producer, self.project, event) is False:
-                self.dropped += 1
+            send_feed_event(self.producer, self.project, event)
             self.producer.poll(0)
 
     def close(self, timeout: float = 5.0) -> int:
@@ -781,10 +781,7 @@ def attach_feed(feed, raw: dict, project: str | None = None) -> FeedPublisher | 
     """Publish ``feed`` to Kafka when the config ``raw`` has a ``[stream.kafka]`` table
     that publishes; the ``FeedPublisher`` (close it at exit) or None. Configuration
     errors raise: a server should not start misconfigured."""
-    table = _table(raw)
-    if table is None or table.get("publish", True) is False:
-        return None
-    cfg = load_config(raw)
+    cfg = _publishing(raw)
     if cfg is None:
         return None
     producer = Producer(
@@ -920,11 +917,10 @@ class Bridge:
 
     def _prune(self, floor) -> None:
         """Forget delivered keys the listing from ``floor`` no longer returns."""
-        from ..coord.context import sortable
-        from ..coord.events import PREFIX
+        from ..coord.events import _day_start
 
         if floor is not None:
-            cut = self.project.ctx.key(f"{PREFIX}{floor:%Y/%m/%d}/{sortable(floor)}")
+            cut = self.project.ctx.key(_day_start(floor))  # where the listing starts
             with self._lock:
                 self._done = {k for k in self._done if k > cut}
 
@@ -1021,18 +1017,15 @@ class Bridge:
     def follow_feed(self, url: str, stop: threading.Event) -> threading.Thread:
         """Publish the live feed of the proxy at ``url`` from a thread until ``stop``;
         reconnects when the proxy goes away. Fails at once if it does not answer now."""
-        resp = _open_feed(url)
+        from .feed import open_proxy_feed, read_feed
+
+        resp = open_proxy_feed(url)
         project = self.project.name if self.project is not None else None
 
         def run(resp) -> None:
-            import io
-
-            from .feed import parse_sse
-
             while not stop.is_set():
                 try:
-                    lines = io.TextIOWrapper(resp, encoding="utf-8", errors="replace")
-                    for event in parse_sse(lines):
+                    for event in read_feed(resp):
                         if stop.is_set():
                             return
                         if event.get("type") == "feed.dropped":
@@ -1048,7 +1041,7 @@ class Bridge:
                     resp.close()
                 while not stop.wait(1.0):  # the proxy went away: reconnect
                     try:
-                        resp = _open_feed(url)
+                        resp = open_proxy_feed(url)
                         self.feed_reconnects += 1
                         break
                     except TraceboxError:
@@ -1138,16 +1131,6 @@ class Bridge:
             checkpoint=self.path,
         )
         return out
-
-
-def _open_feed(url: str):
-    import urllib.request
-
-    try:
-        return urllib.request.urlopen(url.rstrip("/") + "/_tracebox/events", timeout=60)
-    except (OSError, ValueError) as e:
-        why = getattr(e, "reason", None) or e
-        raise TraceboxError(f"no tracebox proxy answers at {url}: {why}") from None
 
 
 # -- consuming ------------------------------------------------------------------------------

@@ -35,13 +35,15 @@ import json
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import AlreadyExists, Conflict, FormatError, NotFound
+from ..coord.context import iso, now, sortable
+from ..errors import AlreadyExists, Conflict, FormatError, NotFound, one_line
 from . import need_extra
 
 PREFIX = "warehouse/"
@@ -101,10 +103,6 @@ class _Retry(Exception):
 # -- the manifest ---------------------------------------------------------------------------
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def load_manifest(project) -> tuple[dict | None, str | None]:
     """The manifest and its ETag, or ``(None, None)`` when there is no warehouse yet."""
     key = project.ctx.key(MANIFEST)
@@ -139,7 +137,7 @@ def _empty_manifest() -> dict:
     return {
         "v": FORMAT_VERSION,
         "format": "tracebox-warehouse",
-        "created": _now(),
+        "created": iso(now()),
         "updated": None,
         "commits": 0,
         "sources": {},
@@ -296,15 +294,9 @@ def _run_loader(project, rid: str):
 
 def _jsonl(data: bytes) -> list[dict]:
     """Observation entries of an ``observations.jsonl`` (bad lines skipped)."""
-    out = []
-    for line in data.decode("utf-8", "replace").splitlines():
-        try:
-            e = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(e, dict) and isinstance(e.get("fingerprint"), str):
-            out.append(e)
-    return out
+    from ..observe.merge import loads
+
+    return list(loads(data.decode("utf-8", "replace")).values())
 
 
 # -- writing ----------------------------------------------------------------------------
@@ -364,7 +356,7 @@ def _new_files(project, man: dict, batch: list[tuple[_Unit, dict]], removed: set
         if file_part(p) in parts and int(m.get("bytes") or 0) < SMALL_FILE_BYTES
     }
     out: dict[str, tuple[bytes, dict]] = {}
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = sortable(now())
     for table, date in sorted(p for p in parts if p is not None):
         pieces = []
         for path in sorted(p for p in replaced if file_part(p) == (table, date)):
@@ -409,7 +401,7 @@ def _commit(project, man, etag, batch, removed, report: SyncReport):
         files |= {p: meta for p, (_, meta) in written.items()}
         doc = {
             **man,
-            "updated": _now(),
+            "updated": iso(now()),
             "commits": int(man.get("commits") or 0) + 1,
             "sources": sources,
             "files": files,
@@ -482,7 +474,7 @@ def _loaded(units: list[_Unit], report: SyncReport) -> Iterator[tuple[_Unit, dic
         try:
             return u, u.load(), None
         except Exception as e:  # noqa: BLE001 - one bad source must not stop the sync
-            return u, None, " ".join(str(e).split())[:300] or type(e).__name__
+            return u, None, one_line(e, 300)
 
     with ThreadPoolExecutor(_LOADERS) as pool:
         for start in range(0, len(units), _LOADERS * 4):
@@ -564,14 +556,12 @@ def status(project) -> dict:
     for t, ds in dates.items():
         if ds:
             tables[t] |= {"partitions": len(ds), "first": min(ds), "last": max(ds)}
-    kinds: dict[str, int] = {}
-    for origin in man["sources"]:
-        kinds[origin.split("/", 1)[0]] = kinds.get(origin.split("/", 1)[0], 0) + 1
+    kinds = Counter(origin.split("/", 1)[0] for origin in man["sources"])
     return {
         "exists": True,
         "created": man.get("created"),
         "updated": man.get("updated"),
         "commits": man.get("commits"),
         "tables": tables,
-        "sources": kinds,
+        "sources": dict(kinds),
     }

@@ -31,6 +31,7 @@ import aiohttp
 import msgspec
 from yarl import URL
 
+from ...errors import one_line
 from ...stream.feed import KEEPALIVE, Feed, sse
 from . import providers, tags
 from .exchange import Exchange, Sink
@@ -251,8 +252,10 @@ class ProxyApp:
             await _reply_error(send, 504, "upstream_timeout", _why("timed out", x.upstream))
             return
         except (aiohttp.ClientError, OSError) as e:
-            x.error = f"upstream_unreachable: {_short(e)}"
-            await _reply_error(send, 502, "upstream_unreachable", _why(_short(e), x.upstream))
+            x.error = f"upstream_unreachable: {one_line(e, 300)}"
+            await _reply_error(
+                send, 502, "upstream_unreachable", _why(one_line(e, 300), x.upstream)
+            )
             return
         async with resp:
             x.ttfb_ms = _ms(t0)
@@ -272,7 +275,7 @@ class ProxyApp:
                 try:
                     x.response_body = await resp.read()
                 except (aiohttp.ClientError, OSError, TimeoutError) as e:
-                    x.error = f"stream_error: {_short(e) or type(e).__name__}"
+                    x.error = f"stream_error: {one_line(e, 300)}"
                     return
                 state.done = True
                 await send({"type": "http.response.body", "body": x.response_body})
@@ -300,7 +303,7 @@ class ProxyApp:
             except (aiohttp.ClientError, OSError, TimeoutError) as e:
                 # the client keeps what it got; returning without the final message makes
                 # the server drop the connection, so the client sees a truncated reply
-                x.error = f"stream_error: {_short(e) or type(e).__name__}"
+                x.error = f"stream_error: {one_line(e, 300)}"
             finally:
                 x.response_body = b"".join(chunks)
                 if kept > self.capture_limit:
@@ -311,7 +314,7 @@ class ProxyApp:
         try:
             session, agent = self.attributor.session_for(x.provider, request, x.request_headers)
         except Exception as e:  # attribution must never break forwarding
-            x.extra = {**(x.extra or {}), "attribution_error": _short(e)}
+            x.extra = {**(x.extra or {}), "attribution_error": one_line(e, 300)}
             return
         x.session = x.session or session
         x.agent = x.agent or agent
@@ -334,7 +337,7 @@ class ProxyApp:
         try:
             self.sink.submit(x)
         except Exception as e:  # a broken sink must not break the proxy; status shows it
-            health["sink_error"] = _short(e)
+            health["sink_error"] = one_line(e, 300)
         if not self.feed.has_subscribers:
             return
         request = state.request if state.request is not _UNREAD else _request_doc(x.request_body)
@@ -588,10 +591,6 @@ async def _reply_error(send, status: int, kind: str, message: str) -> None:
 
 def _why(what: str, upstream: str) -> str:
     return f"tracebox proxy: upstream {upstream}: {what}"
-
-
-def _short(e: BaseException) -> str:
-    return " ".join(str(e).split())[:300] or type(e).__name__
 
 
 def _ms(t0: float) -> float:

@@ -113,7 +113,8 @@ def publish_feed(app: ProxyApp):
     from ...config import load_settings
 
     settings = load_settings()
-    if "stream" not in settings.raw:
+    stream = settings.raw.get("stream")
+    if not (isinstance(stream, dict) and "kafka" in stream):
         return None
     from ...stream.kafka import attach_feed
 

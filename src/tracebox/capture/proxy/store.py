@@ -48,7 +48,7 @@ from ...trace.model import (
     Usage,
 )
 from .exchange import Exchange
-from .providers import read_reply, wire
+from .providers import read_reply
 from .providers.wire import MAX_BODY_BYTES, loads
 
 CALLS = "calls/"
@@ -356,10 +356,6 @@ class CallStore:
 
         # a streamed reply is kept as the messages it carried, like a non-streamed one
         summary, response_obj = read_reply(x.provider, body, x.response_body, x.streamed, x.path)
-        if response_obj is None and not x.streamed and len(x.response_body) > wire.MAX_EVENT_BYTES:
-            response_obj = loads(
-                x.response_body, MAX_BODY_BYTES
-            )  # too big for the event reader, not for us
         messages, meta = dag.response_messages(x.provider, response_obj)
         raw_response = dag.chain(
             [dag.canonical(m) for m in messages], parent=raw_chain[-1].id if raw_chain else dag.ROOT

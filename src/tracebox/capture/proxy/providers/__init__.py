@@ -24,7 +24,7 @@ from typing import Any
 
 from ....errors import UsageError
 from . import anthropic, gemini, ollama, openai
-from .wire import Summary, events, framing, loads, sse_data
+from .wire import MAX_BODY_BYTES, Summary, events, framing, loads, objects, sse_data
 
 UPSTREAMS = ("anthropic", "openai", "ollama", "gemini")
 DEFAULT_UPSTREAMS = {
@@ -146,26 +146,30 @@ def read_reply(
     """``(summary, reply)`` of one exchange from one parse of its response body: the
     summary as ``summarize`` gives it, and the reply as a non-streamed call returns it
     (a streamed one reassembled; None when unreadable). ``request`` is the parsed request."""
+    if streamed:
+        evs = events(response_body, True) if response_body else []
+        reply = _reassembled(provider, evs)
+    else:
+        reply = loads(response_body, MAX_BODY_BYTES)
+        evs = objects(reply)
     parser = PARSERS.get(provider)
     if parser is None:
-        return Summary().to_dict(), (None if streamed else loads(response_body))
-    evs = events(response_body, streamed) if response_body else []
+        return Summary().to_dict(), reply
     s = parser[1](request if isinstance(request, dict) else {}, evs)
     if provider == "gemini" and not s.model:
         s.model = gemini.model_from_path(path)
-    if not streamed:
-        reply = evs[0] if len(evs) == 1 else loads(response_body)
-    else:
-        fn = REASSEMBLERS.get(provider)
-        reply = fn(evs) if fn is not None and evs else None
     return s.to_dict(), reply
 
 
 def reassemble(provider: str, response_body: bytes) -> dict | None:
     """A streamed reply as the reply a non-streamed call would have returned (None when
     the provider is unknown or nothing in the body could be read)."""
+    return _reassembled(provider, events(response_body, True))
+
+
+def _reassembled(provider: str, evs: list[dict]) -> dict | None:
     fn = REASSEMBLERS.get(provider)
-    return fn(events(response_body, True)) if fn is not None else None
+    return fn(evs) if fn is not None and evs else None
 
 
 class StreamTracker:

@@ -78,9 +78,7 @@ def events(body: bytes, streamed: bool) -> list[dict]:
     """Every JSON object in a response body, in order."""
     kind = framing(body, streamed)
     if kind == "json":
-        doc = loads(body)
-        items = doc if isinstance(doc, list) else [doc]
-        return [d for d in items if isinstance(d, dict)]
+        return objects(loads(body, MAX_BODY_BYTES))
     out = []
     for line in body.splitlines():
         data = sse_data(line) if kind == "sse" else line.strip()
@@ -89,6 +87,12 @@ def events(body: bytes, streamed: bool) -> list[dict]:
             if isinstance(doc, dict):
                 out.append(doc)
     return out
+
+
+def objects(doc: Any) -> list[dict]:
+    """The JSON objects of a whole-body document: itself, or the items of an array."""
+    items = doc if isinstance(doc, list) else [doc]
+    return [d for d in items if isinstance(d, dict)]
 
 
 def as_int(value: Any) -> int:
