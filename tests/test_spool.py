@@ -204,3 +204,26 @@ def test_hostile_exchange_is_rejected_not_blocking(project, tmp_path, ship):
     ids = _call_ids(project)
     assert xs[1].id in ids and len(ids) == 2  # the odd one is stored under a safe id
     assert all("/" not in i and ".." not in i for i in ids)
+
+
+def test_close_takes_over_from_a_shipper_process_that_never_runs(project, tmp_path):
+    """A shipper process runs at the lowest CPU priority; on a busy machine it may get no
+    CPU at all. Closing then kills it and ships the rest itself: nothing is left behind.
+    (SIGSTOP stands for 'never scheduled'.)"""
+    import signal
+
+    sp = Spool(root=str(tmp_path / "spool"), project=project, ship="process")
+    child = sp._child
+    try:
+        assert sp.drain(30)  # the child is up and idle
+        os.kill(child.pid, signal.SIGSTOP)
+        xs = [_x(i) for i in range(12)]
+        for x in xs:
+            sp.submit(x)
+    finally:
+        sp.close(drain_timeout=20)
+    assert child.poll() is not None  # it was stopped for good, not left behind
+    assert sorted(_call_ids(project)) == sorted(x.id for x in xs)
+    assert json.loads((tmp_path / "spool" / "cursor.json").read_text())["shipped"] == 12
+    with Spool(root=str(tmp_path / "spool"), project=project, ship=False) as again:
+        assert again.status()["depth_records"] == 0

@@ -56,7 +56,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 from ...dirs import user_dir
-from ...errors import Refused, UsageError
+from ...errors import Refused, TraceboxError, UsageError
 from .exchange import Exchange, from_bytes, to_bytes
 
 MAGIC = b"TBSPOOL1"
@@ -65,6 +65,7 @@ MAX_RECORD_BYTES = 256 << 20  # bodies beyond this are cut before spooling
 SEGMENT_BYTES = 16 << 20  # a segment is closed once it grows past this
 CURSOR, SHIPPER = "cursor.json", "shipper.json"
 _RESPAWN_AFTER_S = 1.0  # a shipper process that died is started again after this
+HANDOVER_S = 1.0  # at close, a shipper process's time to drain before this process takes over
 _O_APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
 Fsync = Literal["always", "interval", "never"]
@@ -396,32 +397,58 @@ class Spool:
 
     def close(self, drain_timeout: float = 10.0) -> None:
         """Ship what can be shipped within ``drain_timeout``, then stop. Unshipped records
-        stay in the spool for the next start."""
+        stay in the spool for the next start.
+
+        A shipper process runs at the lowest CPU priority, so on a busy machine it may be
+        slow to finish: it gets ``HANDOVER_S`` to drain and exit, then it is killed
+        (shipping is idempotent: a batch it had not recorded is shipped again) and this
+        process ships the rest from a thread at its own priority."""
         if self._closed:
             return
-        if self.ship_mode is not None and drain_timeout > 0:
-            self.drain(drain_timeout)
+        deadline = time.monotonic() + drain_timeout
+        drained = self.ship_mode is None or drain_timeout <= 0
+        if not drained:
+            first = min(drain_timeout, HANDOVER_S) if self._child is not None else drain_timeout
+            drained = self.drain(first)
         with self._mu:
             self._closed = True
         self._stop.set()
         self._housekeeper.join()
-        wait = max(drain_timeout, 1.0)
         if self._thread is not None:
             self._stop_shipper()
-            self._thread.join(timeout=wait)
+            self._thread.join(timeout=max(deadline - time.monotonic(), 1.0))
         if self._child is not None:
             self._close_child_pipe()  # end of file: the child finishes its batch and exits
             try:
-                self._child.wait(wait)
+                self._child.wait(HANDOVER_S if drained else 0.2)
             except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired
                 self._child.kill()
                 self._child.wait()
+            if not drained and deadline > time.monotonic():
+                self._ship_here(deadline)
         with self._mu:
             if self.fsync != "never":
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
         os.close(self._lock_fd)
+
+    def _ship_here(self, deadline: float) -> None:
+        """Ship what is left from a thread of this process until done or ``deadline``."""
+        from . import shipper
+        from .store import CallStore
+
+        try:
+            store = CallStore(self.project)
+        except (TraceboxError, OSError):
+            return  # the bucket is unreachable: the records wait for the next start
+        thread, self._poke, stop = shipper.start_thread(self.root, store)
+        self.ship_mode = "thread"
+        try:
+            self.drain(max(deadline - time.monotonic(), 0.0))
+        finally:
+            stop()
+            thread.join(max(deadline - time.monotonic(), 1.0))
 
     def __enter__(self) -> Spool:
         return self
