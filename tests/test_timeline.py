@@ -466,6 +466,19 @@ def test_browser_realistic_run(browser, tmp_path: Path) -> None:
     row.click()
     assert json.loads(page.locator("#tb-json").inner_text())["type"] == "memory.delete"
     assert "sel" in row.get_attribute("class")
+    # the rows are re-rendered (a scroll) between press and release: that row is selected
+    row = page.locator("#tb-list .row", has_text="claim.takeover")
+    box = row.bounding_box()
+    page.mouse.move(box["x"] + 40, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.evaluate("""() => new Promise((done) => {
+        const inner = document.getElementById("tb-list-inner"), before = inner.firstChild;
+        document.getElementById("tb-list").dispatchEvent(new Event("scroll"));
+        const wait = () => inner.firstChild !== before ? done() : requestAnimationFrame(wait);
+        requestAnimationFrame(wait);
+    })""")
+    page.mouse.up()
+    assert json.loads(page.locator("#tb-json").inner_text())["type"] == "claim.takeover"
 
     # unchecking an agent hides its marks, lane and rows
     bob = str(

@@ -1140,8 +1140,10 @@ window.tbTimeline = function tbTimeline() {
   $("tb-list").addEventListener("scroll", () => {
     if (!listRaf) listRaf = requestAnimationFrame(() => { listRaf = 0; renderList(); });
   });
-  $("tb-list-inner").addEventListener("click", (e) => {
-    const row = e.target.closest(".row");
+  // select on press: a scroll re-renders the rows, and one between press and release
+  // would leave no element to receive a click
+  $("tb-list-inner").addEventListener("mousedown", (e) => {
+    const row = e.button === 0 && e.target.closest(".row");
     if (row) select(Number(row.dataset.i), "list");
   });
 
