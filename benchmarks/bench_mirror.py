@@ -54,7 +54,7 @@ RESULTS = HERE / "results"
 TARGET_MBS = 30.0
 TARGET_RATIO = 3.0
 _CWD_FIELD = re.compile(rb'"cwd":"[^"]*"')
-_PART = re.compile(r"part-g\d+-(\d{12})-(\d{12})-[0-9a-f]{16}\.jsonl$")
+_PART = re.compile(r"part-g\d+-(\d{12})-(\d{12})-[0-9a-f]{16}\.jsonl(\.zst)?$")
 
 
 def _sessions() -> list[tuple[str, Path]]:

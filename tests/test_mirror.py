@@ -17,6 +17,11 @@ from pathlib import Path
 
 import pytest
 
+try:
+    from compression import zstd
+except ImportError:
+    from backports import zstd
+
 from coordkit import RawBucket, events_of, popen, wait_until
 from tracebox.scrub import Scrubber
 
@@ -29,7 +34,7 @@ SESSIONS = {
 }
 PROJECT = "p"
 SCRUB: list[str] = []  # mirror scrubs by default
-PART = re.compile(r"part-g(\d+)-(\d{12})-(\d{12})-([0-9a-f]{16})\.jsonl")
+PART = re.compile(r"part-g(\d+)-(\d{12})-(\d{12})-([0-9a-f]{16})\.jsonl(\.zst)?")
 CWD_FIELD = re.compile(rb'"cwd":"[^"]*"')
 
 # -- the expected bytes, computed here ---------------------------------------------------
@@ -73,6 +78,8 @@ def mirrored(raw: RawBucket, prefix: str, *, strict: bool = True) -> tuple[int, 
             continue
         data = raw.get(key)
         assert data is not None
+        if key.endswith(".zst"):  # one zstd frame (docs/format.md §3.8), read with zstd itself
+            data = zstd.decompress(data)
         if end > start and strict:
             assert data.endswith(b"\n"), f"{key} does not end at a newline"
         chunks.append(data)
@@ -426,3 +433,77 @@ def test_chain_follows_the_longest_run_and_ignores_orphans():
     assert parse_part(name) == p(7, 12, 345)
     assert parse_part("part-g1-1-2-x.jsonl") is None
     assert parse_part("part-g0001-000000000010-000000000005-" + "0" * 16 + ".jsonl") is None
+
+
+# -- compressed parts ------------------------------------------------------------------------
+
+SHORT = "55604662-cf2a-4331-851a-ec234028f8ca"
+
+
+def _part_exts(machine, sid: str) -> list[str]:
+    keys = [k for k in machine.raw.keys(session_prefix(sid)) if PART.search(k)]
+    return [".jsonl.zst" if k.endswith(".zst") else ".jsonl" for k in sorted(keys)]
+
+
+def _set_compress(machine, mode: str) -> None:
+    cfg = machine.work / ".tracebox.toml"
+    text = re.sub(r"\n\[mirror\]\ncompress = \"[^\"]*\"\n", "\n", cfg.read_text())
+    cfg.write_text(text + f'\n[mirror]\ncompress = "{mode}"\n')
+
+
+def test_parts_are_compressed_except_in_a_local_folder_and_mix_in_one_chain(machine, cli):
+    """`auto` stores zstd parts in a remote bucket and plain JSONL in a local folder; a
+    chain may mix both (the setting changed between runs) and reads back whole."""
+    path = machine.add(SHORT, "short.jsonl")
+    machine.mirror(*SCRUB)
+    remote = machine.bucket.startswith("s3://")
+    assert _part_exts(machine, SHORT) == [".jsonl.zst" if remote else ".jsonl"]
+    assert machine.check(path, SHORT) == 1  # decompressed with zstd itself, not tracebox
+
+    _set_compress(machine, "none" if remote else "zstd")
+    with open(path, "ab") as f:
+        f.write(json.dumps({"type": "user", "message": {"content": "one more"}}).encode() + b"\n")
+    out = machine.mirror(*SCRUB)
+    assert out["sessions"][0]["uploaded_parts"] == 1
+    assert sorted(_part_exts(machine, SHORT)) == [".jsonl", ".jsonl.zst"]
+    assert machine.check(path, SHORT) == 1
+    from tracebox.capture.harnesses import claude_code
+
+    shown = cli.json("session", "show", SHORT)
+    assert [s.get("id") for s in shown["steps"]] == [s.id for s in claude_code.parse(path).steps]
+
+
+def test_compressed_parts_are_smaller_and_a_bad_setting_is_refused(machine, cli):
+    path = machine.add(BIG, SESSIONS[BIG])
+    _set_compress(machine, "gzip")
+    proc = cli("session", "mirror", *SCRUB)
+    assert proc.returncode != 0
+    assert "[mirror] compress must be one of auto, zstd, none" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert machine.raw.keys(f"{PROJECT}/sessions/") == []
+
+    _set_compress(machine, "zstd")
+    machine.mirror(*SCRUB)
+    assert machine.check(path, BIG) == 1
+    stored = sum(s for k, (s, _) in machine.raw.snapshot(session_prefix(BIG)).items()
+                 if PART.search(k) and "/subagents/" not in k)  # fmt: skip
+    assert stored * 4 < path.stat().st_size  # transcripts compress well
+
+
+@pytest.mark.parametrize("damage", ["garbage", "bomb", "trailing"])
+def test_a_damaged_compressed_part_is_a_one_line_error(machine, cli, damage):
+    machine.add(SHORT, "short.jsonl")
+    _set_compress(machine, "zstd")
+    machine.mirror(*SCRUB)
+    (key,) = [k for k in machine.raw.keys(session_prefix(SHORT)) if PART.search(k)]
+    good = machine.raw.get(key)
+    bad = {
+        "garbage": b"not zstd at all",
+        "bomb": zstd.compress(b"{}\n" * (20 << 20)),  # 60 MB from a ~20 KB source range
+        "trailing": good + b"extra",
+    }[damage]
+    machine.raw.put(key, bad)
+    proc = cli("session", "show", SHORT)
+    assert proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "zstd part" in proc.stderr and key.rsplit("/", 1)[1] in proc.stderr

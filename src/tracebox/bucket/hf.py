@@ -102,6 +102,7 @@ class HFStore:
     """
 
     supports_cas = False
+    local = False
 
     def __init__(self, spec: BucketSpec, options: dict):
         self.url = spec.url

@@ -64,6 +64,7 @@ def _iso(ns: int) -> str:
 
 class LocalStore:
     supports_cas = True
+    local = True
 
     def __init__(self, root: str, *, create: bool = False):
         self.root = os.path.abspath(root)

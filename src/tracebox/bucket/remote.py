@@ -251,6 +251,7 @@ class ObjectStore:
     """
 
     supports_cas = True
+    local = False
 
     def __init__(self, store, url: str, *, key_prefix: str = "", verify_bucket: bool = False):
         self._s = store

@@ -44,6 +44,7 @@ class Store(Protocol):
 
     url: str
     supports_cas: bool
+    local: bool  # a folder on this machine (the mirror keeps its parts uncompressed there)
 
     def get(self, key: str) -> Blob: ...
     def head(self, key: str) -> ObjectMeta: ...

@@ -8,7 +8,8 @@ writes or reads it:
     sessions/<harness>/<session>/subagents/<name>/part-g<gen>-…jsonl         one subagent file
 
 A **part** holds the scrubbed bytes of the source range ``[start, end)`` (12-digit byte
-offsets); it always ends at a newline, so a JSON line is never split and a secret can
+offsets), as they are (``.jsonl``) or as one zstd frame (``.jsonl.zst``: ``[mirror]
+compress``, by default for every bucket but a local folder); it always ends at a newline, so a JSON line is never split and a secret can
 never straddle two uploads. ``sha`` is the first 16 hex digits of the SHA-256 of the
 *raw* source range, so a later run can tell whether the source still holds what was
 mirrored. Parts are created with create-if-absent and never changed.
@@ -48,6 +49,7 @@ import msgspec
 from ..dirs import user_dir
 from ..errors import (
     AlreadyExists,
+    ConfigError,
     FormatError,
     NotSupported,
     TraceboxError,
@@ -65,7 +67,7 @@ _SESSION_WORKERS = 4  # sessions mirrored at once
 _STREAM_WORKERS = 4  # files of all those sessions (main + subagents) read and scrubbed at once
 _UPLOAD_WORKERS = 8  # part uploads in flight
 
-_PART = re.compile(r"part-g(\d{4,9})-(\d{12})-(\d{12})-([0-9a-f]{16})\.jsonl")
+_PART = re.compile(r"part-g(\d{4,9})-(\d{12})-(\d{12})-([0-9a-f]{16})\.jsonl(\.zst)?")
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _O_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
@@ -80,10 +82,12 @@ class Part(msgspec.Struct, frozen=True):
     end: int
     digest: str  # sha256 of the raw source range, 16 hex digits
     key: str = ""  # the full object key (set when listed)
+    zst: bool = False  # stored as one zstd frame (``.jsonl.zst``)
 
     @property
     def name(self) -> str:
-        return f"part-g{self.gen:04d}-{self.start:012d}-{self.end:012d}-{self.digest}.jsonl"
+        ext = ".jsonl.zst" if self.zst else ".jsonl"
+        return f"part-g{self.gen:04d}-{self.start:012d}-{self.end:012d}-{self.digest}{ext}"
 
 
 def parse_part(name: str, key: str = "") -> Part | None:
@@ -93,7 +97,7 @@ def parse_part(name: str, key: str = "") -> Part | None:
     gen, start, end = int(m[1]), int(m[2]), int(m[3])
     if end < start or gen < 1:
         return None
-    return Part(gen, start, end, m[4], key)
+    return Part(gen, start, end, m[4], key, zst=m[5] is not None)
 
 
 class Chain(msgspec.Struct, frozen=True):
@@ -430,6 +434,7 @@ class Mirror:
         self.store = project.ctx.store
         self.scrub = scrub
         self.final = final
+        self.compress = compress_parts(project)
         self.part_bytes = _env_int("TRACEBOX_MIRROR_PART_BYTES", PART_BYTES, 1024)
         self._die_after = _env_int("TRACEBOX_TEST_DIE_AFTER_PARTS", 0, 0)
         self._stored = 0
@@ -500,6 +505,11 @@ class Mirror:
                     self._scrubber = make_scrubber(self.p)
                 scrubber = self._scrubber
         return scrubber.scrub_counted(raw)
+
+    def _upload(self, key: str, data: bytes) -> bool:
+        """Store one part's scrubbed bytes, compressed first when parts are (in the
+        upload thread: zstd releases the GIL while the next part is scrubbed)."""
+        return self._store_part(key, compress(data) if self.compress else data)
 
     def _store_part(self, key: str, data: bytes) -> bool:
         """Create one part; False if an earlier run had already stored it."""
@@ -578,9 +588,7 @@ class Mirror:
                     continue
                 hit = _stream_of_key(rel)
                 if hit is not None:
-                    found.setdefault(hit[0], []).append(
-                        Part(hit[1].gen, hit[1].start, hit[1].end, hit[1].digest, m.key)
-                    )
+                    found.setdefault(hit[0], []).append(msgspec.structs.replace(hit[1], key=m.key))
             results: dict[str, StreamResult] = {}
             counts: dict[str, int] = {}
             live = [s for s in streams if stats[s.name] is not None]
@@ -683,9 +691,9 @@ class Mirror:
                     data, c = self._scrub(raw)
                     for k, v in c.items():
                         r.redactions[k] = r.redactions.get(k, 0) + v
-                    part = Part(gen, a, b, _digest(raw))
+                    part = Part(gen, a, b, _digest(raw), zst=self.compress)
                     key = self.ctx.key(s.prefix + part.name)
-                    pending.append((self._pool().submit(self._store_part, key, data), b - a))
+                    pending.append((self._pool().submit(self._upload, key, data), b - a))
                     chain_parts.append(part)
                     lines += raw.count(b"\n") + (0 if raw.endswith(b"\n") else 1)
                     pos = b
@@ -953,9 +961,7 @@ def _scan_sessions(ctx, prefix: str) -> dict[tuple[str, str], dict]:
         hit = _stream_of_key(rel)
         if hit is not None:
             p = hit[1]
-            entry["streams"].setdefault(hit[0], []).append(
-                Part(p.gen, p.start, p.end, p.digest, m.key)
-            )
+            entry["streams"].setdefault(hit[0], []).append(msgspec.structs.replace(p, key=m.key))
     return out
 
 
@@ -996,15 +1002,65 @@ def list_sessions(project, harness: str | None = None) -> list[dict]:
 
 
 def read_parts(project, parts: Iterable[Part], out) -> int:
-    """Write the parts' bytes to the binary file ``out`` in order; returns bytes written."""
+    """Write the parts' (scrubbed, decompressed) bytes to the binary file ``out`` in
+    order; returns bytes written."""
     parts = list(parts)
     store = project.ctx.store
     n = 0
     with ThreadPoolExecutor(min(8, max(1, len(parts)))) as pool:
-        for blob in pool.map(lambda p: store.get(p.key), parts):
-            out.write(blob.data)
-            n += len(blob.data)
+        for data in pool.map(lambda p: part_bytes(p, store.get(p.key).data), parts):
+            out.write(data)
+            n += len(data)
     return n
+
+
+# -- compression ----------------------------------------------------------------------------
+
+ZSTD_LEVEL = 3  # transcripts shrink ~9x at ~500 MB/s (benchmarks/results/mirror.json)
+COMPRESS_MODES = ("auto", "zstd", "none")
+
+
+def compress_parts(project) -> bool:
+    """Whether this project stores new parts zstd-compressed: ``[mirror] compress`` in
+    the config, ``auto`` (the default) for every bucket except a local folder, where
+    ``grep`` and ``jq`` keep working on the files as they are."""
+    table = project.settings.raw.get("mirror", {})
+    mode = table.get("compress", "auto") if isinstance(table, dict) else table
+    if mode not in COMPRESS_MODES:
+        raise ConfigError(f"[mirror] compress must be one of {', '.join(COMPRESS_MODES)}: {mode!r}")
+    return mode == "zstd" or (mode == "auto" and not project.store.local)
+
+
+def _zstd():
+    try:
+        from compression import zstd  # Python 3.14+
+    except ImportError:
+        from backports import zstd
+    return zstd
+
+
+def compress(data: bytes) -> bytes:
+    """``data`` as one zstd frame (its size recorded in the frame header)."""
+    return _zstd().compress(data, level=ZSTD_LEVEL)
+
+
+def part_bytes(part: Part, data: bytes) -> bytes:
+    """The scrubbed bytes of a part from its stored object. A compressed part may not
+    expand past 8x its source range plus 64 KiB (scrubbing rewrites secrets as longer
+    markers, never that much), nor carry data after its frame."""
+    if not part.zst:
+        return data
+    zstd = _zstd()
+    limit = 8 * (part.end - part.start) + (64 << 10)
+    d = zstd.ZstdDecompressor()
+    try:
+        out = d.decompress(data, max_length=limit)
+    except zstd.ZstdError as e:
+        raise FormatError(f"{part.key or part.name}: not a valid zstd part ({e})") from None
+    if not d.eof or d.unused_data:
+        why = "expands past its bound" if not d.eof else "has data after its frame"
+        raise FormatError(f"{part.key or part.name}: damaged zstd part ({why})")
+    return out
 
 
 def session_chains(project, harness: str, session_id: str) -> tuple[dict[str, Chain], dict]:
