@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import threading
 import time
 from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -247,6 +249,42 @@ def test_check_cli(tmp_path, cli):
             and r.stderr.count("\n") == 1
             and r.stderr.startswith("tracebox: error: ")
         )
+
+
+def test_a_type_close_to_a_known_one_is_a_warning_not_an_error(tmp_path, cli):
+    f = tmp_path / "rules.toml"
+    f.write_text(
+        '[[alert]]\nname = "claims"\nwhere = { type = "claim.acquired" }\n'
+        'having = "count(*) >= 1"\n'
+        '[[alert]]\nname = "ends"\nwhere = { type = ["call.end", "call.eror"] }\n'
+        'having = "count(*) >= 1"\n'
+        '[[alert]]\nname = "mine"\nwhere = { type = "deploy.done" }\nhaving = "count(*) >= 1"\n'
+    )
+    r = cli("alerts", "check", f, check=True)
+    warned = [line for line in r.stderr.splitlines() if "warning" in line]
+    assert len(warned) == 2, r.stderr
+    assert "claims: no tracebox source emits type 'claim.acquired'" in warned[0]
+    assert "did you mean 'claim.acquire'?" in warned[0]
+    assert "'call.eror'" in warned[1] and "'call.error'" in warned[1]
+    assert "3 rule(s) OK" in r.stderr  # a custom type (deploy.done) is fine
+
+
+def test_every_documented_event_type_is_known():
+    """No warning for a type tracebox documents (docs/format.md, docs/stream.md)."""
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    text = (docs / "format.md").read_text() + (docs / "stream.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    rows += [line for line in text.splitlines() if line.startswith("| `coord` |")]
+    found = set(re.findall(r"`([a-z_]+\.[a-z_]+)`", "\n".join(rows)))
+    types = {t for t in found if t.split(".")[0] in {
+        "project", "agent", "claim", "step", "message", "memory", "artifact", "session",
+        "import", "call", "tool",
+    }}  # fmt: skip
+    assert len(types) >= 20, types
+    assert types <= set(alerts.EVENT_TYPES), types - set(alerts.EVENT_TYPES)
+    for p in alerts.PRESETS.values():  # the presets' own types
+        t = p.get("where", {}).get("type", [])
+        assert set([t] if isinstance(t, str) else t) <= set(alerts.EVENT_TYPES)
 
 
 # -- the engine -----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ def check_cmd(rules_file, as_json):
     from ..stream import alerts
 
     rules = alerts.load(rules_file)
+    _warn(alerts.warnings(rules))
     if as_json:
         return emit_json([r.to_dict() for r in rules])
     rows = [
@@ -47,6 +48,11 @@ def check_cmd(rules_file, as_json):
     cols = [("name", "rule"), ("where", "where"), ("per", "group by"), ("window", "window")]
     table(rows, cols + [("having", "having"), ("then", "then")])
     click.echo(f"{len(rules)} rule(s) OK", err=True)
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(f"tracebox alerts: warning: {line}", err=True)
 
 
 def _pred(p) -> str:
@@ -109,6 +115,7 @@ def run_cmd(
     from ..stream import alerts
 
     rules = alerts.load(rules_file)
+    _warn(alerts.warnings(rules))
     chosen = [n for n, v in (("--proxy", proxy_url), ("--kafka", bootstrap)) if v]
     chosen += [n for n, v in (("--log", use_log), ("--file", replay)) if v]
     if len(chosen) > 1:

@@ -71,6 +71,17 @@ MAX_EACH = 256  # items of an `each` list looked at per event
 TICK_S = 0.2  # how often a live run evaluates silence rules
 AGGS = ("count", "sum", "distinct", "repeated", "silence")
 OPS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "exists", "contains", "prefix")
+# the event types tracebox's own sources emit (docs/stream.md "Types", docs/format.md §3.7);
+# a rule may name others (``tracebox event TYPE``), but one a letter or two away from
+# these is almost certainly a typo: ``warnings`` says so
+EVENT_TYPES = (
+    "project.init", "agent.heartbeat", "claim.acquire", "claim.takeover", "claim.renew",
+    "claim.release", "step.complete", "step.reopen", "message.send", "message.ack",
+    "memory.set", "memory.delete", "artifact.upload", "session.mirrored",
+    "import.tracecraft", "call.start", "call.first_token", "call.tool_call", "call.end",
+    "call.error", "tool.call", "tool.result", "step.error",
+)  # fmt: skip
+EVENT_FAMILIES = ("capsule.", "harness.")
 ACTIONS = ("stdout", "stop")  # and webhook URLs
 RULE_KEYS = {"name", "where", "each", "group_by", "window", "having", "then", "message"}
 PRESET_KEYS = {"name", "use", "threshold", "group_by", "then", "message"}
@@ -239,6 +250,28 @@ def parse(doc: dict, *, source: str = "rules") -> list[Rule]:
     if dup:
         raise ConfigError(f"{source}:{dup}: two rules have this name; names must be unique")
     return rules
+
+
+def warnings(rules: Iterable[Rule]) -> list[str]:
+    """Likely mistakes that are not errors, one line each: a ``type`` in a ``where`` that
+    no tracebox source emits but that is close to one that does (``claim.acquired``)."""
+    import difflib
+
+    out = []
+    for r in rules:
+        for p in r.where:
+            if p.field.path != "type" or p.op not in ("eq", "in", "ne"):
+                continue
+            for v in p.value if p.op == "in" else [p.value]:
+                if not isinstance(v, str) or v in EVENT_TYPES or v.startswith(EVENT_FAMILIES):
+                    continue
+                near = difflib.get_close_matches(v, EVENT_TYPES, n=1, cutoff=0.8)
+                if near:
+                    out.append(
+                        f"{r.name}: no tracebox source emits type {v!r}; did you mean "
+                        f"{near[0]!r}? (a custom `tracebox event` type is fine)"
+                    )
+    return out
 
 
 def _rule(t: dict, source: str, index: int) -> Rule:
