@@ -9,10 +9,11 @@ writes or reads it:
 
 A **part** holds the scrubbed bytes of the source range ``[start, end)`` (12-digit byte
 offsets), as they are (``.jsonl``) or as one zstd frame (``.jsonl.zst``: ``[mirror]
-compress``, by default for every bucket but a local folder); it always ends at a newline, so a JSON line is never split and a secret can
-never straddle two uploads. ``sha`` is the first 16 hex digits of the SHA-256 of the
-*raw* source range, so a later run can tell whether the source still holds what was
-mirrored. Parts are created with create-if-absent and never changed.
+compress``, by default for every bucket but a local folder); it always ends at a
+newline, so a JSON line is never split and a secret can never straddle two uploads.
+``sha`` is the first 16 hex digits of the SHA-256 of the *raw* source range, so a later
+run can tell whether the source still holds what was mirrored. Parts are created with
+create-if-absent and never changed.
 
 The bucket is the source of truth: the cursor of a stream (one source file) is the end
 of the longest chain of parts of its newest generation that starts at offset 0. A
@@ -1025,7 +1026,9 @@ def compress_parts(project) -> bool:
     the config, ``auto`` (the default) for every bucket except a local folder, where
     ``grep`` and ``jq`` keep working on the files as they are."""
     table = project.settings.raw.get("mirror", {})
-    mode = table.get("compress", "auto") if isinstance(table, dict) else table
+    if not isinstance(table, dict):
+        raise ConfigError('[mirror] must be a table, e.g. [mirror] compress = "auto"')
+    mode = table.get("compress", "auto")
     if mode not in COMPRESS_MODES:
         raise ConfigError(f"[mirror] compress must be one of {', '.join(COMPRESS_MODES)}: {mode!r}")
     return mode == "zstd" or (mode == "auto" and not project.store.local)

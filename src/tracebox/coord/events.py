@@ -51,23 +51,19 @@ def append(
     return ev
 
 
-_kafka: list = []  # [this process's [stream.kafka] publisher, or None], looked up once
-
-
 def _publish(ctx: Ctx, ev: dict) -> None:
     """Hand the event just written to Kafka when the config has a ``[stream.kafka]``
     table (docs/stream.md); it is in the bucket already, so a broker that is down costs
-    a warning, not the event. Without the table the Kafka module is never imported."""
-    if not _kafka:
-        stream = ctx.config.get("stream")
-        if isinstance(stream, dict) and "kafka" in stream:
-            from ..stream.kafka import publisher
+    a warning, not the event. Without the table the Kafka module is never imported; with
+    it, ``publisher`` keeps one producer per process and configuration."""
+    stream = ctx.config.get("stream")
+    if not (isinstance(stream, dict) and "kafka" in stream):
+        return
+    from ..stream.kafka import publisher
 
-            _kafka.append(publisher(ctx.config))
-        else:
-            _kafka.append(None)
-    if _kafka[0] is not None:
-        _kafka[0].coord(ctx, ev)
+    pub = publisher(ctx.config)
+    if pub is not None:
+        pub.coord(ctx, ev)
 
 
 _TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+){0,4}")

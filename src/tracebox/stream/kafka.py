@@ -707,7 +707,7 @@ class Inline:
             pass  # only costs sending these steps again (same ids) next time
 
 
-_PUBLISHERS: dict[Config, Inline] = {}
+_PUBLISHERS: dict[Config | str, Inline] = {}  # by configuration (or by what is wrong with it)
 
 
 def publisher(raw: dict) -> Inline | None:
@@ -717,7 +717,10 @@ def publisher(raw: dict) -> Inline | None:
     try:
         cfg = _publishing(raw)
     except TraceboxError as e:
-        return Inline(None, raw, error=str(e))
+        key: Config | str = str(e)  # one warning per process for one bad table
+        if key not in _PUBLISHERS:
+            _PUBLISHERS[key] = Inline(None, raw, error=key)
+        return _PUBLISHERS[key]
     if cfg is None:
         return None
     if cfg not in _PUBLISHERS:

@@ -443,7 +443,6 @@ class Spool:
         except (TraceboxError, OSError):
             return  # the bucket is unreachable: the records wait for the next start
         thread, self._poke, stop = shipper.start_thread(self.root, store)
-        self.ship_mode = "thread"
         try:
             self.drain(max(deadline - time.monotonic(), 0.0))
         finally:
