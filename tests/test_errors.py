@@ -96,6 +96,21 @@ def test_unreachable_endpoint_fails_fast(cli, monkeypatch):
     assert time.monotonic() - t0 < 20
 
 
+def test_malformed_endpoint_is_one_line(cli, monkeypatch):
+    # obstore takes these at configuration time and then panics on the first request
+    # (a Rust backtrace and a Python traceback per thread)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    bad = ["http://[::1", "ftp://host", "http://", "http://host:99999"]
+    procs = cli_all(
+        cli, *[["--bucket", "s3://b", "--endpoint", e, "--project", PROJECT, "steps"] for e in bad]
+    )
+    for e, proc in zip(bad, procs, strict=True):
+        assert_error(proc, 2, f"bad S3 endpoint {e!r}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://[::1")
+    assert_error(cli("--bucket", "s3://b", "--project", PROJECT, "steps"), 2, "bad S3 endpoint")
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import obstore as obs
@@ -20,6 +21,7 @@ from ..errors import (
     AccessDenied,
     AlreadyExists,
     BucketError,
+    ConfigError,
     Conflict,
     NoSuchBucket,
     NotFound,
@@ -73,7 +75,7 @@ def open_remote(spec: BucketSpec, options: dict) -> ObjectStore:
         store = _MEMORY.get(spec.bucket)
         if store is None:
             store = _MEMORY[spec.bucket] = obs.store.MemoryStore()
-        return ObjectStore(store, spec.url, key_prefix=spec.prefix)
+        return ObjectStore(lambda: store, spec.url, key_prefix=spec.prefix)
     client = dict(_CLIENT)
     if spec.scheme == "s3":
         config = _aws_profile(options.get("profile"))
@@ -90,6 +92,7 @@ def open_remote(spec: BucketSpec, options: dict) -> ObjectStore:
             or ""
         )
         if endpoint:
+            _check_endpoint(endpoint)
             config["endpoint"] = endpoint
             config.setdefault("virtual_hosted_style_request", False)
             if endpoint.startswith("http://"):
@@ -101,23 +104,25 @@ def open_remote(spec: BucketSpec, options: dict) -> ObjectStore:
         ):
             config["region"] = "us-east-1"
         config["conditional_put"] = "etag"
-        try:
-            store = obs.store.S3Store(
+        what = f"S3 bucket {spec.url}"
+
+        def build():
+            return obs.store.S3Store(
                 spec.bucket,
                 prefix=prefix,
                 config=config,
                 client_options=client,
                 retry_config=_RETRY,
             )
-        except Exception as e:  # obstore raises plain exceptions for bad config
-            raise BucketError(f"cannot configure S3 bucket {spec.url}: {_first_line(e)}") from None
+
     elif spec.scheme == "gs":
-        try:
-            store = obs.store.GCSStore(
+        what = f"GCS bucket {spec.url}"
+
+        def build():
+            return obs.store.GCSStore(
                 spec.bucket, prefix=prefix, client_options=client, retry_config=_RETRY
             )
-        except Exception as e:
-            raise BucketError(f"cannot configure GCS bucket {spec.url}: {_first_line(e)}") from None
+
     elif spec.scheme == "az":
         # az://container or abfs://container@account.dfs.core.windows.net
         container, _, host = spec.bucket.partition("@")
@@ -126,21 +131,60 @@ def open_remote(spec: BucketSpec, options: dict) -> ObjectStore:
             az_config["account_name"] = host.split(".", 1)[0]
             if ".fabric.microsoft.com" in host:
                 az_config["use_fabric_endpoint"] = True
-        try:
-            store = obs.store.AzureStore(
+        what = f"Azure container {spec.url}"
+
+        def build():
+            return obs.store.AzureStore(
                 container,
                 prefix=prefix,
                 config=az_config or None,
                 client_options=client,
                 retry_config=_RETRY,
             )
-        except Exception as e:
-            raise BucketError(
-                f"cannot configure Azure container {spec.url}: {_first_line(e)}"
-            ) from None
+
     else:  # pragma: no cover - url.py only produces the schemes above
         raise NotSupported(f"no object-store backend for {spec.scheme}://")
-    return ObjectStore(store, spec.url, verify_bucket=spec.scheme == "s3")
+    return ObjectStore(_in_background(build, what), spec.url, verify_bucket=spec.scheme == "s3")
+
+
+def _check_endpoint(url: str) -> None:
+    """Refuse an endpoint that is not ``http(s)://host[:port][/path]``: obstore accepts
+    one at configuration time and then panics on the first request."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+        ok = u.scheme in ("http", "https") and bool(u.hostname) and (u.port or 1) > 0
+    except ValueError:  # a bad IPv6 literal or port
+        ok = False
+    if not ok or any(c.isspace() or ord(c) < 0x20 for c in url):
+        raise ConfigError(f"bad S3 endpoint {url!r}: expected http(s)://host[:port]")
+
+
+def _in_background(build: Callable[[], object], what: str) -> Callable[[], object]:
+    """Start building an obstore client in a thread and return what waits for it.
+
+    Building one loads the system's TLS roots (~10-15 ms, with the GIL released), so the
+    command goes on importing and planning meanwhile; the first request waits. A bad
+    configuration is a ``BucketError`` from that first request (and every later one)."""
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append(build())
+        except Exception as e:  # obstore raises plain exceptions for bad config
+            box.append(BucketError(f"cannot configure {what}: {_first_line(e)}"))
+
+    t = threading.Thread(target=run, name="bucket-client", daemon=True)
+    t.start()
+
+    def wait():
+        t.join()
+        if isinstance(box[0], BucketError):
+            raise box[0]
+        return box[0]
+
+    return wait
 
 
 _STATUS = re.compile(r"status(?: code)?:? (\d{3})\b")
@@ -253,8 +297,11 @@ class ObjectStore:
     supports_cas = True
     local = False
 
-    def __init__(self, store, url: str, *, key_prefix: str = "", verify_bucket: bool = False):
-        self._s = store
+    def __init__(
+        self, client: Callable[[], object], url: str, *, key_prefix: str = "", verify_bucket=False
+    ):
+        self._client = client  # returns the obstore store (it may still be being built)
+        self._store = None
         self.url = url
         self._pre = f"{key_prefix}/" if key_prefix else ""
         self._bucket_ok = not verify_bucket
@@ -270,10 +317,17 @@ class ObjectStore:
         except NotFound:
             pass  # the bucket answered: the key is simply absent
 
+    @property
+    def _s(self):
+        if self._store is None:
+            self._store = self._client()
+        return self._store
+
     def _call(self, key: str, fn, *args, **kw):
         path = self._pre + check_key(key)
+        store = self._s
         try:
-            return fn(self._s, path, *args, **kw)
+            return fn(store, path, *args, **kw)
         except Exception as e:
             raise _translate(e, key, self.url) from None
 
@@ -338,9 +392,9 @@ class ObjectStore:
             offset = _safe_offset(start_after, folder)
             if offset:
                 kw["offset"] = self._pre + offset
-        n = len(self._pre)
+        n, store = len(self._pre), self._s
         try:
-            for batch in obs.list(self._s, (self._pre + folder).rstrip("/") or None, **kw):
+            for batch in obs.list(store, (self._pre + folder).rstrip("/") or None, **kw):
                 for m in batch:
                     path = m["path"][n:]
                     if path.startswith(prefix) and (not start_after or path > start_after):

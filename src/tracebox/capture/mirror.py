@@ -35,10 +35,12 @@ docs/mirror.md. ``TRACEBOX_MIRROR_PART_BYTES`` overrides the part size (tests, t
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -1034,10 +1036,11 @@ def compress_parts(project) -> bool:
     return mode == "zstd" or (mode == "auto" and not project.store.local)
 
 
+@functools.cache  # a failed import is not cached by Python: it would search again each call
 def _zstd():
-    try:
-        from compression import zstd  # Python 3.14+
-    except ImportError:
+    if sys.version_info >= (3, 14):
+        from compression import zstd
+    else:
         from backports import zstd
     return zstd
 

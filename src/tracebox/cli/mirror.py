@@ -91,13 +91,14 @@ def mirror_cmd(
         raise click.UsageError(f"unexpected argument {payload[0]!r}")
     if all_harnesses and harness_names:
         raise click.UsageError("give --harness or --all, not both")
-    from ..capture import mirror as m
     from ..capture.harnesses import ADAPTERS
 
     for h in harness_names:
         if h not in ADAPTERS:
             raise click.BadParameter(f"unknown harness {h!r}; known: {', '.join(ADAPTERS)}")
-    p = open_project(ctx, "session mirror")
+    p = open_project(ctx, "session mirror")  # its bucket client builds while we import
+    from ..capture import mirror as m
+
     names = list(harness_names or ADAPTERS)
     if session_path:
         if len(names) > 1 and harness_names:

@@ -165,27 +165,30 @@ class Scrubber:
     def _spans(self, data: bytes) -> list[_Span]:
         """The spans to replace, in order of position, none overlapping."""
         cands: list[tuple[int, int, int, int]] = []  # (-priority, -length, start, rule)
+        append = cands.append
         rules, patterns, allow = self._rules, self._patterns, self._allow
         n = len(data)
-        for i, start in self._detect(data):
+        for i, starts in self._detect(data).items():  # rule by rule: its constants stay local
             rule = rules[i]
-            p = start
-            if rule.lead and p < n and data[p] not in _TOKEN_BYTES:
-                p += 1
-            elif rule.back:
-                lo = max(0, p - MAX_BACK)
-                while p > lo and data[p - 1] in rule.back:
-                    p -= 1
-            if p and data[p - 1] == _BACKSLASH:
-                p = _after_escape(data, p)
-            pat = patterns[i] or self._compile_pattern(i)
-            m = pat[0].match(data, p)
-            if m is None:
-                continue
-            a, b = m.span(pat[1]) if pat[1] else m.span()
-            if rule.check is not None and not rule.check(data[a:b]):
-                continue
-            cands.append((-rule.priority, a - b, a, i))
+            pat, group = patterns[i] or self._compile_pattern(i)
+            match, check, rank = pat.match, rule.check, -rule.priority
+            lead, back = rule.lead, rule.back
+            for p in starts:
+                if lead:
+                    if p < n and data[p] not in _TOKEN_BYTES:
+                        p += 1
+                elif back:
+                    lo = max(0, p - MAX_BACK)
+                    while p > lo and data[p - 1] in back:
+                        p -= 1
+                if p and data[p - 1] == _BACKSLASH:
+                    p = _after_escape(data, p)
+                m = match(data, p)
+                if m is None:
+                    continue
+                a, b = m.span(group) if group else m.span()
+                if check is None or check(data[a:b]):
+                    append((rank, a - b, a, i))
         for i in self._deny:
             pat, g = patterns[i]
             for m in pat.finditer(data):
@@ -269,9 +272,10 @@ def _touches_kept(starts: list[int], taken: dict[int, tuple[int, int]], a: int, 
 MAX_FIND_LITERALS = 64  # more environment values than this are compiled into a database
 
 
-def _hyperscan(
-    static: list[Rule], env: list[Rule]
-) -> Callable[[bytes], set[tuple[int, int]]] | None:
+Hits = dict[int, set[int]]  # rule id -> candidate starts
+
+
+def _hyperscan(static: list[Rule], env: list[Rule]) -> Callable[[bytes], Hits] | None:
     """All detectors in Hyperscan (start-of-match reporting): the fixed rules in one
     database loaded from the compile cache when it can be; the environment's values (exact
     text, never written anywhere) found with ``bytes.find`` when there are few of them —
@@ -289,21 +293,26 @@ def _hyperscan(
         return None
     local = threading.local()
 
-    def detect(data: bytes) -> set[tuple[int, int]]:
+    def detect(data: bytes) -> Hits:
         scratches = getattr(local, "scratches", None)
         if scratches is None:
             scratches = local.scratches = [_hs.Scratch(db) for db in dbs]
-        hits: set[tuple[int, int]] = set()
-        add = hits.add
+        hits: Hits = {}
+
+        def on_match(i: int, a: int, b: int, flags: int, ctx: object) -> None:
+            starts = hits.get(i)
+            if starts is None:
+                hits[i] = {a}
+            else:
+                starts.add(a)  # one start can end several matches
+
         if data:
             for db, scratch in zip(dbs, scratches, strict=True):
-                db.scan(
-                    data, match_event_handler=lambda i, a, b, f, c: add((i, a)), scratch=scratch
-                )
+                db.scan(data, match_event_handler=on_match, scratch=scratch)
             for i, text in literals:
                 at = data.find(text)
                 while at >= 0:
-                    add((i, at))
+                    on_match(i, at, 0, 0, None)
                     at = data.find(text, at + 1)
         return hits
 
@@ -427,18 +436,18 @@ def _static_database(rules: list[Rule]):
     return db
 
 
-def _python_detector(rules: list[Rule]) -> Callable[[bytes], set[tuple[int, int]]]:
+def _python_detector(rules: list[Rule]) -> Callable[[bytes], Hits]:
     """The same detectors with Python ``re``, one pass per rule (slower, always there).
     Every start is reported, overlapping ones too, as Hyperscan reports them."""
     searches = [re.compile(r.detect).search for r in rules]
 
-    def detect(data: bytes) -> set[tuple[int, int]]:
-        hits: set[tuple[int, int]] = set()
+    def detect(data: bytes) -> Hits:
+        hits: Hits = {}
         for i, search in enumerate(searches):
             m = search(data)
             while m is not None:
                 a = m.start()
-                hits.add((i, a))
+                hits.setdefault(i, set()).add(a)
                 m = search(data, a + 1)
         return hits
 

@@ -537,14 +537,16 @@ def looks_random(v: bytes) -> bool:
     """A credential-like random string: long, mixed classes, high entropy, and none of the
     usual non-secrets (hex hashes and git shas, UUIDs, ids, paths, images, checksums)."""
     n = len(v)
-    if n > MAX_ENTROPY_TOKEN or v.startswith(_NOT_SECRET_PREFIXES) or _HEX.fullmatch(v):
+    if n > MAX_ENTROPY_TOKEN:
+        return False
+    # cheapest test first: most candidates are names and paths with fewer than 2 digits
+    if n - len(v.translate(None, _DIGITS)) < 2 or n - len(v.translate(None, _LOWER)) < 2:
+        return False
+    if n < 40 and n - len(v.translate(None, _UPPER)) < 2:
+        return False
+    if v.startswith(_NOT_SECRET_PREFIXES) or _HEX.fullmatch(v):
         return False
     if _API_ID.search(v):  # agent_msg_01..., srvtoolu_01...: ids, kept for the trace links
-        return False
-    digits = n - len(v.translate(None, _DIGITS))
-    lower = n - len(v.translate(None, _LOWER))
-    upper = n - len(v.translate(None, _UPPER))
-    if digits < 2 or lower < 2 or (upper < 2 and n < 40):
         return False
     if b"-" in v and len(_UUID.sub(b"", v)) < 24:
         return False
