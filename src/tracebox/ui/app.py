@@ -173,19 +173,20 @@ def create_app(project, *, index_path: str | None = None, token: str | None = No
             return Response(
                 "retry: 15000\n: no tracebox proxy is running\n\n", media_type="text/event-stream"
             )
-        url = record["url"] + "/_tracebox/events"
 
         async def relay():
-            import aiohttp
+            from ..capture.proxy.upstream import Pool
 
-            async with aiohttp.ClientSession() as client:
-                async with client.get(
-                    url, timeout=aiohttp.ClientTimeout(total=None, sock_read=60)
-                ) as resp:
-                    async for chunk in resp.content.iter_any():
-                        if await request.is_disconnected():
-                            return
-                        yield chunk
+            pool = Pool(record["url"], connect_timeout=5, read_timeout=60)
+            resp = await pool.request("GET", b"/_tracebox/events", [], b"")
+            try:
+                async for chunk in resp.chunks():
+                    if await request.is_disconnected():
+                        return
+                    yield chunk
+            finally:
+                resp.release()
+                pool.close()
 
         return StreamingResponse(
             relay(), media_type="text/event-stream", headers={"cache-control": "no-cache"}

@@ -2,8 +2,9 @@
 
 ``ProxyApp`` is a raw ASGI app (no framework: every microsecond here is added latency).
 For each request it picks the upstream by path (``providers.route``), forwards method,
-raw path, query, headers (minus hop-by-hop ones) and body with one pooled ``aiohttp``
-client per upstream, and streams the reply back chunk by chunk as it arrives. Upstream
+raw path, query, headers (minus hop-by-hop ones) and body over a pool of keep-alive
+connections per upstream (``upstream.py``), and streams the reply back chunk by chunk as
+it arrives. Upstream
 bytes pass through untouched (no decompression; the proxy asks upstream for
 ``accept-encoding: identity`` so captured bodies are readable).
 
@@ -27,21 +28,20 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import msgspec
-from yarl import URL
 
 from ...errors import one_line
 from ...stream.feed import KEEPALIVE, Feed, sse
 from . import providers, tags
 from .exchange import Exchange, Sink
+from .upstream import Pool
 
 CAPTURE_LIMIT = 64 << 20  # bytes of a response (or request) body kept in the exchange
 KEEPALIVE_S = 15.0
 WHOLE_BODY_MAX = 1 << 20  # non-streamed replies up to this size are relayed in one write
 
 # never forwarded either way (RFC 9110 §7.6.1), plus host and content-length, which the
-# client library sets again for the upstream request
+# upstream client sets again for the upstream request
 HOP_BY_HOP = frozenset(
     b"connection keep-alive proxy-authenticate proxy-authorization proxy-connection te "
     b"trailer trailers transfer-encoding upgrade".split()
@@ -108,9 +108,7 @@ class ProxyApp:
         self.sink = sink
         self.feed = feed if feed is not None else Feed()
         self.attributor = attributor
-        self.timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_read=read_timeout
-        )
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.strip_tracebox_headers = strip_tracebox_headers
         self.capture_limit = capture_limit
         self.started = _iso(datetime.now(UTC))
@@ -119,7 +117,7 @@ class ProxyApp:
         self.health: dict[str, dict[str, Any]] = {
             name: {"url": url, "calls": 0, "errors": 0} for name, url in self.upstreams.items()
         }
-        self._clients: dict[str, aiohttp.ClientSession] = {}
+        self._pools: dict[str, Pool] = {}
 
     # -- ASGI entry --------------------------------------------------------------------
 
@@ -150,21 +148,19 @@ class ProxyApp:
                     return
 
     async def aclose(self) -> None:
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
-            await client.close()
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.close()
 
-    def _client(self, upstream: str) -> aiohttp.ClientSession:
-        client = self._clients.get(upstream)
-        if client is None or client.closed:
-            client = self._clients[upstream] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300),
-                timeout=self.timeout,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookies to another
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+    def _pool(self, upstream: str) -> Pool:
+        pool = self._pools.get(upstream)
+        if pool is None:
+            pool = self._pools[upstream] = Pool(
+                self.upstreams[upstream],
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
             )
-        return client
+        return pool
 
     # -- forwarding --------------------------------------------------------------------
 
@@ -194,12 +190,12 @@ class ProxyApp:
         )
         _attribute(x, raw_headers)
         forward = [
-            (k.decode("latin-1"), v.decode("latin-1"))
+            (k, v)
             for k, v in raw_headers
             if k not in _NOT_FORWARDED_UP
             and not (self.strip_tracebox_headers and k.startswith(b"x-tracebox-"))
         ]
-        forward.append(("accept-encoding", "identity"))
+        forward.append((b"accept-encoding", b"identity"))
         health = self.health[route.upstream]
         health["calls"] += 1
         self.in_flight += 1
@@ -224,10 +220,8 @@ class ProxyApp:
                     event["tool_results"] = results  # what the agent reports back this turn
                 self.feed.publish(event)
             watcher = asyncio.ensure_future(_watch(receive, state, task))
-            url = URL(
-                base + (raw_path + (b"?" + query if query else b"")).decode("latin-1"), encoded=True
-            )
-            await self._relay(x, route, url, forward, body, send, state, t0)
+            target = raw_path + (b"?" + query if query else b"")
+            await self._relay(x, route, target, forward, body, send, state, t0)
         except _ClientGone:
             x.client_disconnected, x.error = True, "client_disconnected"
         except asyncio.CancelledError:
@@ -243,74 +237,79 @@ class ProxyApp:
             self.in_flight -= 1
             self._finish(x, state, health, t0)
 
-    async def _relay(self, x, route, url, headers, body, send, state, t0) -> None:
-        client = self._client(route.upstream)
+    async def _relay(self, x, route, target, headers, body, send, state, t0) -> None:
+        pool = self._pool(route.upstream)
         try:
-            resp = await client.request(
-                x.method, url, headers=headers, data=body or None, allow_redirects=False
-            )
+            resp = await pool.request(x.method, pool.prefix + target, headers, body)
         except TimeoutError:
             x.error = "upstream_timeout"
             await _reply_error(send, 504, "upstream_timeout", _why("timed out", x.upstream))
             return
-        except (aiohttp.ClientError, OSError) as e:
+        except (OSError, ValueError) as e:
             x.error = f"upstream_unreachable: {one_line(e, 300)}"
             await _reply_error(
                 send, 502, "upstream_unreachable", _why(one_line(e, 300), x.upstream)
             )
             return
-        async with resp:
+        try:
             x.ttfb_ms = _ms(t0)
             x.status = resp.status
             headers_out = _response_headers(resp.raw_headers)
             x.response_headers = _captured(headers_out)
-            ctype = resp.headers.get("content-type", "").encode("latin-1", "replace").lower()
+            ctype = resp.header(b"content-type").lower()
             x.streamed = ctype.startswith(STREAM_TYPES) or x.path.split("?", 1)[0].endswith(
                 ":streamGenerateContent"
             )
             await send(
                 {"type": "http.response.start", "status": resp.status, "headers": headers_out}
             )
-            length = resp.headers.get("content-length", "")
+            length = resp.header(b"content-length")
             if not x.streamed and length.isdigit() and int(length) <= WHOLE_BODY_MAX:
                 # a small plain reply: one read, one write (the client needs all of it anyway)
                 try:
                     x.response_body = await resp.read()
-                except (aiohttp.ClientError, OSError, TimeoutError) as e:
+                except (OSError, TimeoutError) as e:
                     x.error = f"stream_error: {one_line(e, 300)}"
                     return
                 state.done = True
                 await send({"type": "http.response.body", "body": x.response_body})
                 return
-            chunks: list[bytes] = []
-            kept = 0
-            tracker = None
-            parse = x.streamed and route.provider in providers.PARSERS
-            try:
-                async for chunk in resp.content.iter_any():
-                    if kept < self.capture_limit:
-                        chunks.append(chunk)
-                        kept += len(chunk)
-                    if parse:
-                        if tracker is None:
-                            tracker = providers.StreamTracker(route.provider, chunk)
-                        first, calls = tracker.feed(chunk)
-                        if first:
-                            self._first_token(x, state, t0)
-                        for call in calls:
-                            self._tool_call(x, state, call)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                state.done = True
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            except (aiohttp.ClientError, OSError, TimeoutError) as e:
-                # the client keeps what it got; returning without the final message makes
-                # the server drop the connection, so the client sees a truncated reply
-                x.error = f"stream_error: {one_line(e, 300)}"
-            finally:
-                x.response_body = b"".join(chunks)
-                if kept > self.capture_limit:
-                    x.response_body = x.response_body[: self.capture_limit]
-                    x.extra = {**(x.extra or {}), "response_truncated": True}
+            await self._stream(x, route, resp, send, state, t0)
+        finally:
+            resp.release()
+
+    async def _stream(self, x, route, resp, send, state, t0) -> None:
+        chunks: list[bytes] = []
+        kept = 0
+        tracker = None
+        parse = x.streamed and route.provider in providers.PARSERS
+        try:
+            async for chunk in resp.chunks():
+                arrived = time.perf_counter()
+                if kept < self.capture_limit:
+                    chunks.append(chunk)
+                    kept += len(chunk)
+                # the client first, the bookkeeping after: it never waits for it
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if parse:
+                    if tracker is None:
+                        tracker = providers.StreamTracker(route.provider, chunk)
+                    first, calls = tracker.feed(chunk)
+                    if first:
+                        self._first_token(x, state, t0, arrived)
+                    for call in calls:
+                        self._tool_call(x, state, call)
+            state.done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (OSError, TimeoutError) as e:
+            # the client keeps what it got; returning without the final message makes
+            # the server drop the connection, so the client sees a truncated reply
+            x.error = f"stream_error: {one_line(e, 300)}"
+        finally:
+            x.response_body = b"".join(chunks)
+            if kept > self.capture_limit:
+                x.response_body = x.response_body[: self.capture_limit]
+                x.extra = {**(x.extra or {}), "response_truncated": True}
 
     def _attributor_says(self, x: Exchange, request: Any) -> None:
         try:
@@ -366,8 +365,8 @@ class ProxyApp:
                 self._tool_call(x, state, call)
         self.feed.publish(event)
 
-    def _first_token(self, x: Exchange, state: _CallState, t0: float) -> None:
-        state.first_token_ms = _ms(t0)
+    def _first_token(self, x: Exchange, state: _CallState, t0: float, at: float) -> None:
+        state.first_token_ms = round((at - t0) * 1000, 3)
         if self.feed.has_subscribers:
             event = self._event(x, "call.first_token", state)
             event["first_token_ms"] = state.first_token_ms
