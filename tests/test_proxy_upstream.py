@@ -267,3 +267,26 @@ def test_a_connection_the_upstream_closed_while_idle_is_not_reused():
             assert up.connections == 3 and p.open <= 1
 
     run(main())
+
+
+def test_bytes_on_an_idle_connection_retire_it():
+    async def main():
+        async def ok_then_408(writer):
+            writer.write(OK)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+
+        async with Upstream(lambda r: ok_then_408) as up:
+            p = pool(up.url)
+            r = await p.request("GET", b"/", [], b"")
+            assert await r.read() == b"hello"
+            r.release()
+            await asyncio.sleep(0.2)  # the 408 arrives while the connection is idle
+            r = await p.request("GET", b"/", [], b"")  # a new connection, not the 408
+            assert r.status == 200 and await r.read() == b"hello"
+            r.release()
+            assert up.connections == 2
+
+    run(main())

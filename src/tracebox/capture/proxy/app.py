@@ -238,8 +238,8 @@ class ProxyApp:
             self._finish(x, state, health, t0)
 
     async def _relay(self, x, route, target, headers, body, send, state, t0) -> None:
-        pool = self._pool(route.upstream)
         try:
+            pool = self._pool(route.upstream)
             resp = await pool.request(x.method, pool.prefix + target, headers, body)
         except TimeoutError:
             x.error = "upstream_timeout"
