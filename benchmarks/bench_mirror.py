@@ -241,7 +241,10 @@ class Bench:
 
 def run(quick: bool) -> dict:
     trials = 3 if quick else 7
-    tmp = Path(tempfile.mkdtemp(prefix="tbbench"))
+    # letters and digits only: mkdtemp's names may hold "_", which the two tools encode
+    # differently in Claude Code's project folder names (see _setup)
+    tmp = Path(tempfile.gettempdir()) / f"tbbench{uuid.uuid4().hex}"
+    tmp.mkdir(mode=0o700)
     server = _seaweed.start(tmp / "s3")
     try:
         b = Bench(tmp / "machine", server)
