@@ -158,13 +158,14 @@ def _check_endpoint(url: str) -> None:
     except ValueError:  # a bad IPv6 literal or port
         ok = False
     if not ok or any(c.isspace() or ord(c) < 0x20 for c in url):
-        raise ConfigError(f"bad S3 endpoint {url!r}: expected http(s)://host[:port]")
+        shown = re.sub(r"//[^/@]*@", "//", url)  # never print a user:password part
+        raise ConfigError(f"bad S3 endpoint {shown!r}: expected http(s)://host[:port]")
 
 
 def _in_background(build: Callable[[], object], what: str) -> Callable[[], object]:
     """Start building an obstore client in a thread and return what waits for it.
 
-    Building one loads the system's TLS roots (~10-15 ms, with the GIL released), so the
+    Building one loads the system's TLS roots (5-15 ms, mostly with the GIL released), so the
     command goes on importing and planning meanwhile; the first request waits. A bad
     configuration is a ``BucketError`` from that first request (and every later one)."""
     box: list = []
