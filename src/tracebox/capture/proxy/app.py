@@ -4,9 +4,8 @@
 For each request it picks the upstream by path (``providers.route``), forwards method,
 raw path, query, headers (minus hop-by-hop ones) and body over a pool of keep-alive
 connections per upstream (``upstream.py``), and streams the reply back chunk by chunk as
-it arrives. Upstream
-bytes pass through untouched (no decompression; the proxy asks upstream for
-``accept-encoding: identity`` so captured bodies are readable).
+it arrives. Upstream bytes pass through untouched (no decompression; the proxy asks
+upstream for ``accept-encoding: identity`` so captured bodies are readable).
 
 While forwarding it fills an ``Exchange`` — secrets removed: authorization, API-key and
 cookie headers, and query parameters that look like keys, never enter it — and when the
@@ -366,7 +365,7 @@ class ProxyApp:
         self.feed.publish(event)
 
     def _first_token(self, x: Exchange, state: _CallState, t0: float, at: float) -> None:
-        state.first_token_ms = round((at - t0) * 1000, 3)
+        state.first_token_ms = _ms(t0, at)
         if self.feed.has_subscribers:
             event = self._event(x, "call.first_token", state)
             event["first_token_ms"] = state.first_token_ms
@@ -594,8 +593,9 @@ def _why(what: str, upstream: str) -> str:
     return f"tracebox proxy: upstream {upstream}: {what}"
 
 
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 3)
+def _ms(t0: float, t: float | None = None) -> float:
+    """Milliseconds from ``t0`` to ``t`` (default: now), both ``perf_counter`` readings."""
+    return round(((time.perf_counter() if t is None else t) - t0) * 1000, 3)
 
 
 def _iso(dt: datetime) -> str:

@@ -156,9 +156,11 @@ class _Conn(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
+        """Close the connection; it gives its slot back to the pool (once)."""
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+        self.pool.forget(self)
 
     async def send(self, request: bytes, body: bytes, head_only: bool) -> Response:
         if self.closed:
@@ -200,7 +202,6 @@ class _Conn(asyncio.Protocol):
             self.pool.give_back(self)
         else:
             self.close()
-            self.pool.forget(self)
 
 
 class Pool:
@@ -264,7 +265,6 @@ class Pool:
             return await conn.send(request, body, method == "HEAD")
         except BaseException:
             conn.close()
-            self.forget(conn)
             raise
 
     async def _connection(self) -> _Conn:
@@ -274,7 +274,6 @@ class Pool:
             if not conn.closed and now - conn.idle_since < KEEP_IDLE_S:
                 return conn
             conn.close()
-            self.forget(conn)
         await self._slots.acquire()
         self.open += 1
         loop = asyncio.get_running_loop()
@@ -301,9 +300,9 @@ class Pool:
             self.idle.append(conn)
         else:
             conn.close()
-            self.forget(conn)
 
     def forget(self, conn: _Conn) -> None:
+        """``conn`` is closed: its slot is free (called by ``_Conn.close``, once)."""
         if conn.counted:
             conn.counted = False
             self.open -= 1
